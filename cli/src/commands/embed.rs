@@ -1,0 +1,43 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{json_line, ModelArg};
+use crate::exit::Code;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArg,
+    /// JSON Lines: `{"path", "embedding"}` or `{"path", "error", "kind"}` per file.
+    #[arg(long)]
+    json: bool,
+    /// Images to embed.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<Code> {
+    let model = args.model.load()?;
+    let results = model.embed_paths(&args.files);
+    let mut failed = 0;
+    for (path, result) in args.files.iter().zip(results) {
+        match (result, args.json) {
+            (Ok(e), true) => json_line(&json!({"type": "embedding", "path": path, "embedding": e})),
+            (Ok(e), false) => {
+                let values: Vec<String> = e.iter().map(|v| format!("{v:.6}")).collect();
+                println!("{}\t{}", path.display(), values.join(" "));
+            }
+            (Err(e), json) => {
+                failed += 1;
+                if json {
+                    json_line(&json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}));
+                } else {
+                    eprintln!("twinscan: {e}");
+                }
+            }
+        }
+    }
+    Ok(if failed > 0 { Code::Error } else { Code::Nothing })
+}

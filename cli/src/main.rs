@@ -1,0 +1,43 @@
+//! The `twinscan` command. Argument parsing and rendering only; every capability is a library
+//! call.
+
+mod commands;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Find near-duplicate and anomalous images with a trained twin network.
+#[derive(Parser)]
+#[command(name = "twinscan", version, about, long_about = None, after_help = exit::HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the embedding of each image.
+    Embed(commands::embed::Args),
+    /// Compare two images: distance, probability of being similar, and the verdict.
+    Compare(commands::compare::Args),
+    /// Show a model's metadata.
+    Info(commands::info::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => commands::embed::run(args),
+        Command::Compare(args) => commands::compare::run(args),
+        Command::Info(args) => commands::info::run(args),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("twinscan: error: {e:#}");
+            exit::Code::Error.into()
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The CLI end to end (fd's habit): build a temporary tree, run the binary, assert on its output
+//! and exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use twinscan::image;
+use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
+
+fn twinscan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
+}
+
+fn model(dir: &Path) -> PathBuf {
+    let spec = TowerSpec::compact(InputShape { channels: 3, height: 32, width: 32 }, 16);
+    let bytes =
+        tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 5).unwrap(), &tower::untrained_meta(&spec).unwrap())
+            .unwrap();
+    let path = dir.join("tower.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn image(dir: &Path, name: &str, seed: u32) -> PathBuf {
+    let img =
+        image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([(x * seed) as u8, (y * 3) as u8, ((x + y) * seed) as u8]));
+    let path = dir.join(name);
+    img.save(&path).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn embed_json_lines_report_each_file_and_failures_set_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(dir.path());
+    let a = image(dir.path(), "a.png", 3);
+    let bad = dir.path().join("bad.jpg");
+    std::fs::write(&bad, b"garbage").unwrap();
+    let out = twinscan(&["embed", "--model", s(&m), "--json", s(&a), s(&bad)]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["type"], "embedding");
+    assert_eq!(lines[0]["path"], s(&a));
+    assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 16);
+    assert_eq!(lines[1]["type"], "error");
+    assert_eq!(lines[1]["path"], s(&bad));
+    assert_eq!(lines[1]["kind"], "unknown_format");
+}
+
+#[test]
+fn embed_succeeds_with_exit_code_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(dir.path());
+    let a = image(dir.path(), "a.png", 3);
+    let out = twinscan(&["embed", "-m", s(&m), s(&a)]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(s(&a)));
+    assert_eq!(text.trim().split('\t').nth(1).unwrap().split(' ').count(), 16);
+}
+
+#[test]
+fn compare_reports_distance_probability_and_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(dir.path());
+    let a = image(dir.path(), "a.png", 3);
+    let a2 = dir.path().join("a-copy.jpg");
+    image::open(&a).unwrap().save(&a2).unwrap();
+    let out = twinscan(&["compare", "-m", s(&m), "--json", s(&a), s(&a)]);
+    assert_eq!(out.status.code(), Some(1), "identical images are similar: exit 1");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["distance"].as_f64().unwrap(), 0.0);
+    assert_eq!(v["similar"], true);
+    let p = v["probability"].as_f64().unwrap();
+    assert!(p > 0.5 && p <= 1.0);
+
+    let out = twinscan(&["compare", "-m", s(&m), s(&a), s(&a2)]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("distance") && text.contains("probability") && text.contains("verdict"), "{text}");
+}
+
+#[test]
+fn unusable_model_is_an_error_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image(dir.path(), "a.png", 3);
+    let fake = dir.path().join("fake.onnx");
+    std::fs::write(&fake, b"not a model").unwrap();
+    let out = twinscan(&["compare", "-m", s(&fake), s(&a), s(&a)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("fake.onnx") && err.contains("not an ONNX model"), "{err}");
+}
+
+#[test]
+fn compare_with_an_unreadable_image_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(dir.path());
+    let a = image(dir.path(), "a.png", 3);
+    let out = twinscan(&["compare", "-m", s(&m), s(&a), "/nonexistent/b.png"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("/nonexistent/b.png"));
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command: Rust tests for the whole workspace, then the ONNX cross-check a user
+# with another runtime would make (onnx full checker + onnxruntime), in a virtualenv it creates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${TWINSCAN_VENV:-.venv}"
+if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+fi
+cargo test --workspace --locked
+"$venv/bin/python" tests/python/check_onnx.py

@@ -1,0 +1,169 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in twinscan. Each variant names the file or model at fault, so a
+/// caller processing thousands of files can report one line per failure and carry on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+
+    /// The model bytes are not a readable ONNX protobuf.
+    #[error("model {model}: not an ONNX model ({reason})")]
+    ModelFormat {
+        /// Where the model came from (a path, or a label for in-memory bytes).
+        model: String,
+        /// What the decoder said.
+        reason: String,
+    },
+
+    /// A `twinscan.` metadata property the runtime needs is absent.
+    #[error("model {model}: missing metadata property `{key}` (not a twinscan tower, or written by an older trainer)")]
+    MissingMetadata {
+        /// Where the model came from.
+        model: String,
+        /// The missing key, with its `twinscan.` prefix.
+        key: String,
+    },
+
+    /// A metadata property is present but its value is unusable.
+    #[error("model {model}: metadata property `{key}` = {value:?} is invalid: {reason}")]
+    InvalidMetadata {
+        /// Where the model came from.
+        model: String,
+        /// The offending key.
+        key: String,
+        /// Its value as written in the file.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// The graph does not have the shape the contract requires (one `[N, C, H, W]` input, one
+    /// `[N, D]` output agreeing with the metadata), or tract could not load or optimise it.
+    #[error("model {model}: {reason}")]
+    ModelGraph {
+        /// Where the model came from.
+        model: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// tract failed while running the network.
+    #[error("model {model}: inference failed: {reason}")]
+    Inference {
+        /// Where the model came from.
+        model: String,
+        /// tract's message.
+        reason: String,
+    },
+
+    /// The network produced NaN or infinite values.
+    #[error("model {model}: produced a non-finite embedding for {}", path.display())]
+    NonFinite {
+        /// Where the model came from.
+        model: String,
+        /// The image whose embedding was not finite.
+        path: PathBuf,
+    },
+
+    /// The image file is empty.
+    #[error("{}: empty file", path.display())]
+    EmptyImage {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The file's content is not an image format twinscan decodes.
+    #[error("{}: not a supported image format", path.display())]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The image exceeds the decoding limits (dimensions or memory); see [`crate::DecodeLimits`].
+    #[error("{}: image exceeds decoding limits ({reason})", path.display())]
+    ImageTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Which limit was hit.
+        reason: String,
+    },
+
+    /// The image is truncated or corrupt.
+    #[error("{}: cannot decode image: {reason}", path.display())]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+
+    /// Two embeddings of different lengths were compared, or an embedding does not fit the model.
+    #[error("embedding dimensions differ: {left} vs {right}")]
+    DimensionMismatch {
+        /// Length of the first vector.
+        left: usize,
+        /// Length of the second vector.
+        right: usize,
+    },
+
+    /// A tower description is inconsistent (for example a layer that cannot follow the previous
+    /// one, or weights of the wrong size).
+    #[error("tower {tower}: {reason}")]
+    InvalidTower {
+        /// The tower's name.
+        tower: String,
+        /// What is inconsistent.
+        reason: String,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// The image or file path this error concerns, if it concerns one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. }
+            | Error::NonFinite { path, .. }
+            | Error::EmptyImage { path }
+            | Error::UnknownFormat { path }
+            | Error::ImageTooLarge { path, .. }
+            | Error::Decode { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// A short stable name for the kind of failure, for machine-readable output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::ModelFormat { .. } => "model_format",
+            Error::MissingMetadata { .. } => "missing_metadata",
+            Error::InvalidMetadata { .. } => "invalid_metadata",
+            Error::ModelGraph { .. } => "model_graph",
+            Error::Inference { .. } => "inference",
+            Error::NonFinite { .. } => "non_finite",
+            Error::EmptyImage { .. } => "empty_image",
+            Error::UnknownFormat { .. } => "unknown_format",
+            Error::ImageTooLarge { .. } => "image_too_large",
+            Error::Decode { .. } => "decode",
+            Error::DimensionMismatch { .. } => "dimension_mismatch",
+            Error::InvalidTower { .. } => "invalid_tower",
+        }
+    }
+}

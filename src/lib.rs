@@ -1,0 +1,36 @@
+//! twinscan: find near-duplicate and anomalous images with one tower of a trained twin
+//! (Siamese) network.
+//!
+//! A [`Model`] is one tower in an ONNX file whose `twinscan.*` metadata says how to preprocess
+//! images and how to read distances. It turns images into embeddings; two images are similar
+//! when their embeddings are close, and the model's head turns a distance into the probability
+//! that they are.
+//!
+//! ```
+//! use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
+//! # fn main() -> twinscan::Result<()> {
+//! // A tower with seeded random weights, written and loaded back through ONNX.
+//! let spec = TowerSpec::seed(InputShape { channels: 1, height: 28, width: 28 });
+//! let bytes = tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 1)?, &tower::untrained_meta(&spec)?)?;
+//! let model = twinscan::Model::from_bytes(&bytes, "example")?;
+//! let a = model.embed_image(&image::DynamicImage::new_luma8(40, 40))?;
+//! let b = model.embed_image(&image::DynamicImage::new_luma8(28, 28))?;
+//! let c = model.compare(&a, &b)?;
+//! assert!(c.distance < 1e-5 && c.similar);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod error;
+mod model;
+mod preprocess;
+mod similarity;
+pub mod tower;
+
+pub use error::{Error, Result};
+pub use model::{Comparison, Embedding, Model, DEFAULT_BATCH};
+pub use preprocess::{decode_bytes, decode_file, write_input, DecodeLimits};
+pub use similarity::{Head, Metric};
+
+pub use image;

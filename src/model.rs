@@ -1,0 +1,331 @@
+//! Loading a tower with tract and running it on images.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::DynamicImage;
+use prost::Message;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::preprocess::{decode_file, write_input, DecodeLimits};
+use crate::tower::{ModelMeta, PREFIX};
+
+/// An embedding: one tower output, `ModelMeta::embedding_dim` values.
+pub type Embedding = Vec<f32>;
+
+/// Images per network call when embedding many files. Large enough to amortise tract's per-call
+/// overhead, small enough that a few batches in flight per thread keep memory flat.
+pub const DEFAULT_BATCH: usize = 32;
+
+/// The result of comparing two images or embeddings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    /// Distance under the model's metric.
+    pub distance: f32,
+    /// Probability that the two are similar, from the model's head.
+    pub probability: f32,
+    /// Whether the distance is at or below the model's calibrated threshold.
+    pub similar: bool,
+}
+
+/// One tower of a trained twin network, loaded, validated and optimised; cheap to clone and safe
+/// to share across threads.
+///
+/// ```no_run
+/// let model = twinscan::Model::open("models/mnist-best.onnx")?;
+/// let a = model.embed_file("a.png".as_ref())?;
+/// let b = model.embed_file("b.png".as_ref())?;
+/// let c = model.compare(&a, &b)?;
+/// println!("distance {:.3}, p(similar) {:.3}", c.distance, c.probability);
+/// # Ok::<(), twinscan::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Model {
+    label: String,
+    meta: ModelMeta,
+    plan: Arc<TypedRunnableModel>,
+    fingerprint: String,
+    limits: DecodeLimits,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("label", &self.label).field("fingerprint", &self.fingerprint).finish()
+    }
+}
+
+fn graph_err(model: &str, reason: impl Into<String>) -> Error {
+    Error::ModelGraph { model: model.into(), reason: reason.into() }
+}
+
+/// Dimensions a graph input or output declares; `None` for a symbolic or missing dimension.
+fn declared_dims(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    use pb::tensor_shape_proto::dimension::Value;
+    match v.r#type.as_ref()?.value.as_ref()? {
+        pb::type_proto::Value::TensorType(t) => Some(
+            t.shape
+                .as_ref()?
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Value::DimValue(n)) => Some(n),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Checks the declared graph interface against the metadata before tract sees it, so a wrong
+/// model is refused with a message about shapes rather than a tract internals error.
+fn check_interface(label: &str, graph: &pb::GraphProto, meta: &ModelMeta) -> Result<()> {
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<_> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
+    let [input] = inputs.as_slice() else {
+        return Err(graph_err(
+            label,
+            format!("graph has {} inputs, expected one image input [N, C, H, W]", inputs.len()),
+        ));
+    };
+    let [output] = graph.output.as_slice() else {
+        return Err(graph_err(
+            label,
+            format!("graph has {} outputs, expected one embedding output [N, D]", graph.output.len()),
+        ));
+    };
+    let expect_in = [meta.input.channels, meta.input.height, meta.input.width].map(|d| d as i64);
+    match declared_dims(input) {
+        Some(d) if d.len() == 4 => {
+            for (i, (got, want)) in d[1..].iter().zip(expect_in).enumerate() {
+                if got.is_some_and(|g| g != want) {
+                    let axis = ["C", "H", "W"][i];
+                    return Err(graph_err(
+                        label,
+                        format!("input `{}` has {axis} = {}, metadata says {want}", input.name, got.unwrap_or(0)),
+                    ));
+                }
+            }
+        }
+        Some(d) => {
+            return Err(graph_err(
+                label,
+                format!("input `{}` has rank {}, expected 4 ([N, C, H, W])", input.name, d.len()),
+            ));
+        }
+        None => return Err(graph_err(label, format!("input `{}` declares no tensor shape", input.name))),
+    }
+    match declared_dims(output) {
+        Some(d) if d.len() != 2 => {
+            Err(graph_err(label, format!("output `{}` has rank {}, expected 2 ([N, D])", output.name, d.len())))
+        }
+        Some(d) if d[1].is_some_and(|g| g != meta.embedding_dim as i64) => Err(graph_err(
+            label,
+            format!("output `{}` has D = {:?}, metadata says {}", output.name, d[1], meta.embedding_dim),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Model {
+    /// Loads a model file. See [`Model::from_bytes`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Loads a model from ONNX bytes; `label` names it in errors. Reads and validates the
+    /// `twinscan.*` metadata and the graph's interface, then optimises the graph once for a
+    /// symbolic batch size and runs a probe to refuse weights that yield NaN.
+    pub fn from_bytes(bytes: &[u8], label: &str) -> Result<Model> {
+        let proto = pb::ModelProto::decode(bytes)
+            .map_err(|e| Error::ModelFormat { model: label.into(), reason: e.to_string() })?;
+        let Some(graph) = proto.graph.as_ref() else {
+            return Err(Error::ModelFormat { model: label.into(), reason: "no graph in the file".into() });
+        };
+        let props: HashMap<String, String> = proto
+            .metadata_props
+            .iter()
+            .filter(|p| p.key.starts_with(PREFIX))
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        if props.is_empty() {
+            return Err(Error::MissingMetadata { model: label.into(), key: format!("{PREFIX}*") });
+        }
+        let meta = ModelMeta::from_properties(label, &props)?;
+        check_interface(label, graph, &meta)?;
+
+        let plan =
+            build_plan(&proto, &meta).map_err(|e| graph_err(label, format!("tract cannot load the graph: {e:#}")))?;
+        let fingerprint = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let model = Model { label: label.into(), meta, plan, fingerprint, limits: DecodeLimits::default() };
+        model.probe()?;
+        Ok(model)
+    }
+
+    fn probe(&self) -> Result<()> {
+        let out = self.run_batch(&vec![0.0; self.input_len()], 1)?;
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(graph_err(&self.label, "produces non-finite outputs on a blank image (broken weights?)"));
+        }
+        Ok(())
+    }
+
+    /// The model's metadata.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// The path or label the model was loaded from.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// SHA-256 of the model file, hex: identifies which model produced a set of embeddings.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Replaces the image decoding limits.
+    pub fn with_limits(mut self, limits: DecodeLimits) -> Model {
+        self.limits = limits;
+        self
+    }
+
+    /// The decoding limits in force.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Values in one image's input tensor (`C * H * W`).
+    pub fn input_len(&self) -> usize {
+        self.meta.input.channels * self.meta.input.height * self.meta.input.width
+    }
+
+    /// Runs the network on `n` preprocessed images laid out `[n, C, H, W]` and returns the
+    /// `[n, D]` outputs, row-major. One call runs on the calling thread.
+    pub fn run_batch(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
+        let m = &self.meta.input;
+        let infer = |reason: String| Error::Inference { model: self.label.clone(), reason };
+        if input.len() != n * self.input_len() {
+            return Err(infer(format!("batch of {n} needs {} values, got {}", n * self.input_len(), input.len())));
+        }
+        let tensor =
+            Tensor::from_shape(&[n, m.channels, m.height, m.width], input).map_err(|e| infer(e.to_string()))?;
+        let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(|e| infer(format!("{e:#}")))?;
+        let plain = out[0].try_as_plain_ram().map_err(|e| infer(e.to_string()))?;
+        let view = plain.as_slice::<f32>().map_err(|e| infer(e.to_string()))?;
+        if view.len() != n * self.meta.embedding_dim {
+            return Err(infer(format!("output has {} values, expected {n} x {}", view.len(), self.meta.embedding_dim)));
+        }
+        Ok(view.to_vec())
+    }
+
+    /// Embeds decoded images in one network call.
+    pub fn embed_images(&self, images: &[DynamicImage]) -> Result<Vec<Embedding>> {
+        let len = self.input_len();
+        let mut input = vec![0.0; images.len() * len];
+        input.par_chunks_mut(len).zip(images).for_each(|(out, img)| write_input(img, &self.meta, out));
+        let out = self.run_batch(&input, images.len())?;
+        Ok(out.chunks(self.meta.embedding_dim.max(1)).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Embeds one decoded image.
+    pub fn embed_image(&self, image: &DynamicImage) -> Result<Embedding> {
+        let mut out = self.embed_images(std::slice::from_ref(image))?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Decodes and embeds one file.
+    pub fn embed_file(&self, path: &Path) -> Result<Embedding> {
+        let embedding = self.embed_image(&decode_file(path, &self.limits)?)?;
+        if embedding.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { model: self.label.clone(), path: path.into() });
+        }
+        Ok(embedding)
+    }
+
+    /// Decodes and embeds many files, in parallel over rayon's pool, `batch` images per network
+    /// call. Returns one result per path, in order: a file that cannot be read or decoded gets
+    /// its error and the others are unaffected.
+    pub fn embed_paths_batched(&self, paths: &[PathBuf], batch: usize) -> Vec<Result<Embedding>> {
+        let len = self.input_len();
+        let batch = batch.max(1);
+        paths
+            .par_chunks(batch)
+            .flat_map_iter(|chunk| {
+                let mut input = vec![0.0; chunk.len() * len];
+                let mut slots: Vec<Result<()>> = Vec::with_capacity(chunk.len());
+                // Decoding dominates for photos, so each image is decoded on its own task.
+                chunk
+                    .par_iter()
+                    .zip(input.par_chunks_mut(len))
+                    .map(|(path, out)| decode_file(path, &self.limits).map(|img| write_input(&img, &self.meta, out)))
+                    .collect_into_vec(&mut slots);
+                let ok: Vec<usize> = (0..chunk.len()).filter(|i| slots[*i].is_ok()).collect();
+                let packed: Vec<f32> = ok.iter().flat_map(|i| input[i * len..(i + 1) * len].iter().copied()).collect();
+                let ran = if ok.is_empty() { Ok(Vec::new()) } else { self.run_batch(&packed, ok.len()) };
+                let d = self.meta.embedding_dim;
+                let mut row = 0;
+                let mut results = Vec::with_capacity(chunk.len());
+                for (slot, path) in slots.into_iter().zip(chunk) {
+                    results.push(slot.and_then(|()| {
+                        let out = ran
+                            .as_ref()
+                            .map_err(|e| Error::Inference { model: self.label.clone(), reason: e.to_string() })?;
+                        let embedding = out[row * d..(row + 1) * d].to_vec();
+                        row += 1;
+                        if embedding.iter().any(|v| !v.is_finite()) {
+                            return Err(Error::NonFinite { model: self.label.clone(), path: path.clone() });
+                        }
+                        Ok(embedding)
+                    }));
+                }
+                results
+            })
+            .collect()
+    }
+
+    /// [`Model::embed_paths_batched`] with [`DEFAULT_BATCH`].
+    pub fn embed_paths(&self, paths: &[PathBuf]) -> Vec<Result<Embedding>> {
+        self.embed_paths_batched(paths, DEFAULT_BATCH)
+    }
+
+    /// Distance between two embeddings under the model's metric.
+    pub fn distance(&self, a: &[f32], b: &[f32]) -> Result<f32> {
+        self.meta.metric.distance(a, b)
+    }
+
+    /// Distance, probability and verdict for two embeddings.
+    pub fn compare(&self, a: &[f32], b: &[f32]) -> Result<Comparison> {
+        let distance = self.distance(a, b)?;
+        Ok(Comparison {
+            distance,
+            probability: self.meta.probability(distance),
+            similar: distance <= self.meta.threshold,
+        })
+    }
+}
+
+fn build_plan(proto: &pb::ModelProto, meta: &ModelMeta) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut model = tract_onnx::onnx().model_for_proto_model(proto)?;
+    let n = model.symbols.sym(crate::tower::BATCH_DIM);
+    let m = &meta.input;
+    let shape = tvec!(n.to_dim(), m.channels.to_dim(), m.height.to_dim(), m.width.to_dim());
+    model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
+    let typed = model.into_optimized()?;
+    let out = typed.output_fact(0)?;
+    let rank = out.shape.rank();
+    if rank != 2 {
+        tract_onnx::tract_hir::internal::bail!("output has rank {rank}, expected 2 ([N, D])");
+    }
+    if out.shape[1] != meta.embedding_dim.to_dim() {
+        tract_onnx::tract_hir::internal::bail!("output has D = {}, metadata says {}", out.shape[1], meta.embedding_dim);
+    }
+    typed.into_runnable()
+}

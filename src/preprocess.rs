@@ -1,0 +1,177 @@
+//! Decoding images safely and turning them into the tower's input tensor.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{imageops, DynamicImage, ImageError, ImageReader, RgbImage};
+
+use crate::error::{Error, Result};
+use crate::tower::{Filter, ModelMeta, ResizeRule};
+
+/// Limits that refuse decompression bombs and absurd files before they exhaust memory.
+///
+/// ```
+/// let strict = twinscan::DecodeLimits { max_pixels: 1 << 20, ..Default::default() };
+/// assert!(strict.max_pixels < twinscan::DecodeLimits::default().max_pixels);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest file read, in bytes.
+    pub max_file_bytes: u64,
+    /// Largest width or height, in pixels.
+    pub max_side: u32,
+    /// Largest width times height.
+    pub max_pixels: u64,
+    /// Largest allocation a decoder may make, in bytes.
+    pub max_alloc: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 256 MiB files, 32768 px sides, 200 megapixels, 1 GiB of decoder memory: every camera and
+    /// scanner image passes, a 1 KB PNG claiming 100k x 100k does not.
+    fn default() -> Self {
+        DecodeLimits { max_file_bytes: 256 << 20, max_side: 32_768, max_pixels: 200_000_000, max_alloc: 1 << 30 }
+    }
+}
+
+fn decode_error(path: &Path, e: ImageError) -> Error {
+    let path = path.to_path_buf();
+    match e {
+        ImageError::Limits(l) => Error::ImageTooLarge { path, reason: l.to_string() },
+        ImageError::Unsupported(u) => Error::Decode { path, reason: format!("unsupported: {u}") },
+        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::Decode { path, reason: "truncated file".into() }
+        }
+        other => Error::Decode { path, reason: other.to_string() },
+    }
+}
+
+/// Reads and decodes an image file under `limits`, with its EXIF orientation applied.
+pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if len > limits.max_file_bytes {
+        return Err(Error::ImageTooLarge {
+            path: path.into(),
+            reason: format!("file is {len} bytes, limit {}", limits.max_file_bytes),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(&bytes, path, limits)
+}
+
+/// Decodes an in-memory image under `limits`, with its EXIF orientation applied; `path` only
+/// names it in errors. The format is recognised from the content, never from the name.
+pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+    if bytes.is_empty() {
+        return Err(Error::EmptyImage { path: path.into() });
+    }
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::io(path, e))?;
+    if reader.format().is_none() {
+        return Err(Error::UnknownFormat { path: path.into() });
+    }
+    // Decoders are large parsers of hostile bytes; a panic in one must cost one file, not a scan.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_checked(reader, limits)));
+    match decoded {
+        Ok(result) => result.map_err(|e| decode_error(path, e)),
+        Err(_) => Err(Error::Decode { path: path.into(), reason: "decoder panicked on malformed data".into() }),
+    }
+}
+
+fn decode_checked(mut reader: ImageReader<Cursor<&[u8]>>, limits: &DecodeLimits) -> Result<DynamicImage, ImageError> {
+    use image::error::{LimitError, LimitErrorKind};
+    use image::ImageDecoder;
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(limits.max_side);
+    l.max_image_height = Some(limits.max_side);
+    l.max_alloc = Some(limits.max_alloc);
+    reader.limits(l);
+    let mut decoder = reader.into_decoder()?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > limits.max_pixels {
+        return Err(ImageError::Limits(LimitError::from_kind(LimitErrorKind::DimensionError)));
+    }
+    if w == 0 || h == 0 {
+        return Err(ImageError::Limits(LimitError::from_kind(LimitErrorKind::DimensionError)));
+    }
+    // A broken EXIF block should not cost the picture: decode it unrotated.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+fn filter_type(f: Filter) -> imageops::FilterType {
+    match f {
+        Filter::Nearest => imageops::FilterType::Nearest,
+        Filter::Triangle => imageops::FilterType::Triangle,
+        Filter::CatmullRom => imageops::FilterType::CatmullRom,
+        Filter::Lanczos3 => imageops::FilterType::Lanczos3,
+    }
+}
+
+/// Drops alpha by compositing over white, so a transparent background reads the same whatever
+/// colour the encoder left under it.
+fn flatten_rgb(img: &DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.to_rgb8();
+    }
+    let rgba = img.to_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = RgbImage::new(w, h);
+    for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = u32::from(src[3]);
+        for c in 0..3 {
+            dst[c] = ((u32::from(src[c]) * a + 255 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
+/// Brings an image to `width x height` by the model's resize rule. Large images are first
+/// shrunk with the fast area-averaging thumbnail to twice the target, which keeps quality and
+/// makes the cost of a 24-megapixel photo close to that of a small one.
+fn resize(img: &RgbImage, meta: &ModelMeta) -> RgbImage {
+    let (tw, th) = (meta.input.width as u32, meta.input.height as u32);
+    let (w, h) = img.dimensions();
+    let (x0, y0, cw, ch) = match meta.preprocess.resize {
+        ResizeRule::Stretch => (0, 0, w, h),
+        ResizeRule::CenterCrop => {
+            // Crop to the target aspect ratio first; scaling the crop equals cropping the scaled.
+            let (cw, ch) = if u64::from(w) * u64::from(th) > u64::from(h) * u64::from(tw) {
+                (((u64::from(h) * u64::from(tw)) / u64::from(th)).max(1) as u32, h)
+            } else {
+                (w, ((u64::from(w) * u64::from(th)) / u64::from(tw)).max(1) as u32)
+            };
+            ((w - cw) / 2, (h - ch) / 2, cw, ch)
+        }
+    };
+    let mut view = imageops::crop_imm(img, x0, y0, cw, ch).to_image();
+    if meta.preprocess.filter != Filter::Nearest && cw >= 4 * tw && ch >= 4 * th {
+        view = imageops::thumbnail(&view, 2 * tw, 2 * th);
+    }
+    if view.dimensions() == (tw, th) {
+        return view;
+    }
+    imageops::resize(&view, tw, th, filter_type(meta.preprocess.filter))
+}
+
+/// Writes the model input for one image into `out` (`C * H * W` values, channel-major):
+/// channels converted as the model expects, resized, then `(p / 255 - mean) / std`.
+pub fn write_input(img: &DynamicImage, meta: &ModelMeta, out: &mut [f32]) {
+    let rgb = flatten_rgb(img);
+    let resized = resize(&rgb, meta);
+    let plane = meta.input.width * meta.input.height;
+    let (mean, std) = (&meta.preprocess.mean, &meta.preprocess.std);
+    if meta.input.channels == 1 {
+        let grey = DynamicImage::ImageRgb8(resized).to_luma8();
+        for (o, p) in out[..plane].iter_mut().zip(grey.as_raw()) {
+            *o = (f32::from(*p) / 255.0 - mean[0]) / std[0];
+        }
+    } else {
+        for (i, px) in resized.pixels().enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = (f32::from(px[c]) / 255.0 - mean[c]) / std[c];
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Distances between embeddings and the head that turns a distance into a probability.
+
+use crate::error::{Error, Result};
+
+/// How two embeddings are compared. Smaller is more similar for every metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// `||a - b||_2`.
+    Euclidean,
+    /// `1 - cos(a, b)`, in `[0, 2]`; zero vectors are at distance 1 from everything.
+    Cosine,
+}
+
+impl Metric {
+    /// The name written in model metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Euclidean => "euclidean",
+            Metric::Cosine => "cosine",
+        }
+    }
+
+    /// Parses a metadata value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "euclidean" => Some(Metric::Euclidean),
+            "cosine" => Some(Metric::Cosine),
+            _ => None,
+        }
+    }
+
+    /// The distance between two embeddings of the same length.
+    ///
+    /// ```
+    /// use twinscan::Metric;
+    /// let d = Metric::Euclidean.distance(&[0.0, 3.0], &[4.0, 0.0]).unwrap();
+    /// assert_eq!(d, 5.0);
+    /// ```
+    pub fn distance(self, a: &[f32], b: &[f32]) -> Result<f32> {
+        if a.len() != b.len() {
+            return Err(Error::DimensionMismatch { left: a.len(), right: b.len() });
+        }
+        Ok(match self {
+            Metric::Euclidean => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt(),
+            Metric::Cosine => {
+                let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+                for (x, y) in a.iter().zip(b) {
+                    dot += x * y;
+                    na += x * x;
+                    nb += y * y;
+                }
+                let denom = (na * nb).sqrt();
+                if denom > 0.0 {
+                    (1.0 - dot / denom).clamp(0.0, 2.0)
+                } else {
+                    1.0
+                }
+            }
+        })
+    }
+}
+
+/// The similarity head: `p = sigmoid(a - b * d)` with `b > 0`, so the probability that two images
+/// are similar falls monotonically with their distance and "most similar" is "nearest".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Head {
+    /// Log-odds at distance zero.
+    pub a: f32,
+    /// How fast the log-odds fall with distance; positive.
+    pub b: f32,
+}
+
+impl Head {
+    /// Probability that two images at distance `d` are similar.
+    ///
+    /// ```
+    /// use twinscan::Head;
+    /// let head = Head { a: 4.0, b: 8.0 };
+    /// assert!((head.probability(0.5) - 0.5).abs() < 1e-6);
+    /// ```
+    pub fn probability(&self, d: f32) -> f32 {
+        let z = self.a - self.b * d;
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// The distance at which the probability equals `p` (inverse of [`Head::probability`]).
+    pub fn distance_at(&self, p: f32) -> f32 {
+        (self.a - (p / (1.0 - p)).ln()) / self.b
+    }
+}

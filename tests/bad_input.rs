@@ -1,0 +1,239 @@
+//! Bad models and bad images: each gets a typed error naming the file, never a panic.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use prost::Message;
+use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
+use twinscan::{DecodeLimits, Error, Model};
+
+fn seed_proto() -> tract_onnx::pb::ModelProto {
+    let spec = TowerSpec::seed(InputShape { channels: 1, height: 28, width: 28 });
+    tower::to_model_proto(&spec, &TowerWeights::seeded(&spec, 1).unwrap(), &tower::untrained_meta(&spec).unwrap())
+        .unwrap()
+}
+
+fn load(proto: &tract_onnx::pb::ModelProto) -> Result<Model, Error> {
+    Model::from_bytes(&proto.encode_to_vec(), "test-model")
+}
+
+#[test]
+fn missing_model_file_is_an_io_error_with_the_path() {
+    let err = Model::open("/nonexistent/model.onnx").unwrap_err();
+    assert!(matches!(&err, Error::Io { path, .. } if path == Path::new("/nonexistent/model.onnx")), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_onnx_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.onnx");
+    std::fs::write(&path, b"this is plain text, not a protobuf \xff\xff\xff").unwrap();
+    let err = Model::open(&path).unwrap_err();
+    assert!(matches!(&err, Error::ModelFormat { model, .. } if model.contains("notes.onnx")), "{err}");
+}
+
+#[test]
+fn onnx_without_metadata_is_refused_naming_what_is_missing() {
+    let mut proto = seed_proto();
+    proto.metadata_props.clear();
+    let err = load(&proto).unwrap_err();
+    assert!(matches!(&err, Error::MissingMetadata { model, .. } if model == "test-model"), "{err}");
+
+    let mut proto = seed_proto();
+    proto.metadata_props.retain(|p| p.key != "twinscan.threshold");
+    let err = load(&proto).unwrap_err();
+    assert!(matches!(&err, Error::MissingMetadata { key, .. } if key == "twinscan.threshold"), "{err}");
+}
+
+#[test]
+fn malformed_metadata_is_refused_naming_the_key() {
+    for (key, value) in [
+        ("twinscan.head.b", "-1"),
+        ("twinscan.input.channels", "2"),
+        ("twinscan.preprocess.std", "0"),
+        ("twinscan.distance", "manhattan"),
+        ("twinscan.format", "99"),
+    ] {
+        let mut proto = seed_proto();
+        proto.metadata_props.iter_mut().filter(|p| p.key == key).for_each(|p| p.value = value.into());
+        let err = load(&proto).unwrap_err();
+        assert!(matches!(&err, Error::InvalidMetadata { key: k, .. } if k == key), "{key}: {err}");
+    }
+}
+
+#[test]
+fn wrong_input_rank_or_size_is_refused() {
+    let mut proto = seed_proto();
+    let input = &mut proto.graph.as_mut().unwrap().input[0];
+    let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() else {
+        unreachable!()
+    };
+    t.shape.as_mut().unwrap().dim.pop();
+    let err = load(&proto).unwrap_err();
+    assert!(matches!(&err, Error::ModelGraph { reason, .. } if reason.contains("rank 3")), "{err}");
+
+    let mut proto = seed_proto();
+    proto.metadata_props.iter_mut().filter(|p| p.key == "twinscan.input.height").for_each(|p| p.value = "32".into());
+    let err = load(&proto).unwrap_err();
+    assert!(matches!(&err, Error::ModelGraph { reason, .. } if reason.contains("H = 28")), "{err}");
+}
+
+#[test]
+fn embedding_size_disagreeing_with_metadata_is_refused() {
+    let mut proto = seed_proto();
+    proto.metadata_props.iter_mut().filter(|p| p.key == "twinscan.embedding.dim").for_each(|p| p.value = "64".into());
+    let err = load(&proto).unwrap_err();
+    assert!(matches!(&err, Error::ModelGraph { .. }), "{err}");
+}
+
+#[test]
+fn weights_that_yield_nan_are_refused() {
+    let spec = TowerSpec::seed(InputShape { channels: 1, height: 28, width: 28 });
+    let weights = TowerWeights::seeded(&spec, 1).unwrap();
+    // The writer refuses non-finite weights, so corrupt them in the encoded protobuf.
+    let mut proto = tower::to_model_proto(&spec, &weights, &tower::untrained_meta(&spec).unwrap()).unwrap();
+    let bias = proto.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "l0.bias").unwrap();
+    bias.raw_data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let err = load(&proto).unwrap_err();
+    assert!(matches!(&err, Error::ModelGraph { reason, .. } if reason.contains("non-finite")), "{err}");
+}
+
+fn model_in(dir: &Path) -> Model {
+    Model::open(write_seed_model(dir)).unwrap()
+}
+
+#[test]
+fn bad_images_each_get_a_typed_error_with_their_path_and_good_ones_still_embed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = model_in(d);
+
+    let good = d.join("good.png");
+    picture(64, 48, 1).save(&good).unwrap();
+    let empty = d.join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let text = d.join("text.png");
+    std::fs::write(&text, b"hello, I am not an image at all").unwrap();
+    let truncated = d.join("truncated.png");
+    let png = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+    let truncated_jpeg = d.join("truncated.jpg");
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(picture(64, 48, 2))
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::write(&truncated_jpeg, &jpeg[..jpeg.len() / 3]).unwrap();
+    let missing = d.join("missing.png");
+    let huge = d.join("huge.png");
+    std::fs::write(&huge, huge_png_header(100_000, 100_000)).unwrap();
+
+    let paths = vec![
+        good.clone(),
+        empty.clone(),
+        text.clone(),
+        truncated.clone(),
+        truncated_jpeg.clone(),
+        missing.clone(),
+        huge.clone(),
+    ];
+    let results = model.embed_paths(&paths);
+    assert_eq!(results.len(), paths.len());
+    assert_eq!(results[0].as_ref().unwrap().len(), 32);
+    let expect = |i: usize, kind: &str| {
+        let err = results[i].as_ref().unwrap_err();
+        assert_eq!(err.kind(), kind, "{}: {err}", paths[i].display());
+        assert_eq!(err.path(), Some(paths[i].as_path()), "{err}");
+        assert!(err.to_string().contains(paths[i].file_name().unwrap().to_str().unwrap()), "{err}");
+    };
+    expect(1, "empty_image");
+    expect(2, "unknown_format");
+    expect(3, "decode");
+    expect(4, "decode");
+    expect(5, "io");
+    expect(6, "image_too_large");
+}
+
+/// A valid PNG signature and IHDR chunk claiming `w x h`, with no pixel data: the classic
+/// decompression-bomb probe.
+fn huge_png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(b"IHDR");
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let crc = crc32(&ihdr);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&ihdr);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn limits_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_in(dir.path()).with_limits(DecodeLimits { max_pixels: 1000, ..Default::default() });
+    let path = dir.path().join("big.png");
+    picture(64, 48, 3).save(&path).unwrap();
+    let err = model.embed_file(&path).unwrap_err();
+    assert_eq!(err.kind(), "image_too_large", "{err}");
+    let small = DecodeLimits { max_file_bytes: 10, ..Default::default() };
+    let err = twinscan::decode_file(&path, &small).unwrap_err();
+    assert_eq!(err.kind(), "image_too_large", "{err}");
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    // A JPEG whose EXIF says "rotate 90° clockwise" must embed like the rotated pixels.
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_in(dir.path());
+    let upright = image::DynamicImage::ImageRgb8(picture(40, 24, 5));
+    let stored = upright.rotate270();
+    let mut jpeg = Vec::new();
+    stored.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    let tagged = dir.path().join("tagged.jpg");
+    std::fs::write(&tagged, with_exif_orientation(&jpeg, 6)).unwrap();
+    let decoded = twinscan::decode_file(&tagged, &DecodeLimits::default()).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (40, 24));
+    let plain = dir.path().join("plain.jpg");
+    std::fs::write(&plain, &jpeg).unwrap();
+    let unrotated = twinscan::decode_file(&plain, &DecodeLimits::default()).unwrap();
+    assert_eq!((unrotated.width(), unrotated.height()), (24, 40));
+    let a = model.embed_file(&tagged).unwrap();
+    let b = model.embed_image(&upright).unwrap();
+    assert!(model.distance(&a, &b).unwrap() < model.distance(&model.embed_file(&plain).unwrap(), &b).unwrap());
+}
+
+/// Inserts an APP1 EXIF segment with one Orientation entry right after the JPEG's SOI marker.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = Vec::new();
+    tiff.extend_from_slice(b"MM\x00\x2a\x00\x00\x00\x08"); // big-endian TIFF header, IFD at 8
+    tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0]);
+    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
