@@ -116,6 +116,22 @@ pub enum Error {
         right: usize,
     },
 
+    /// A data set file or folder is malformed (bad magic, truncated, counts that disagree).
+    #[error("{}: {reason}", path.display())]
+    Dataset {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The trainer failed (a tensor operation or the optimiser).
+    #[error("training failed: {reason}")]
+    Training {
+        /// What failed.
+        reason: String,
+    },
+
     /// A tower description is inconsistent (for example a layer that cannot follow the previous
     /// one, or weights of the wrong size).
     #[error("tower {tower}: {reason}")]
@@ -143,7 +159,8 @@ impl Error {
             | Error::EmptyImage { path }
             | Error::UnknownFormat { path }
             | Error::ImageTooLarge { path, .. }
-            | Error::Decode { path, .. } => Some(path),
+            | Error::Decode { path, .. }
+            | Error::Dataset { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -164,6 +181,8 @@ impl Error {
             Error::Decode { .. } => "decode",
             Error::DimensionMismatch { .. } => "dimension_mismatch",
             Error::InvalidTower { .. } => "invalid_tower",
+            Error::Dataset { .. } => "dataset",
+            Error::Training { .. } => "training",
         }
     }
 }

@@ -22,15 +22,19 @@
 
 #![warn(missing_docs)]
 
+pub mod dataset;
 mod error;
+pub mod evaluate;
 mod model;
 mod preprocess;
 mod similarity;
 pub mod tower;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use model::{Comparison, Embedding, Model, DEFAULT_BATCH};
-pub use preprocess::{decode_bytes, decode_file, write_input, DecodeLimits};
+pub use preprocess::{decode_bytes, decode_file, input_pixels, normalize, write_input, DecodeLimits};
 pub use similarity::{Head, Metric};
 
 pub use image;

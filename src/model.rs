@@ -48,7 +48,7 @@ pub struct Comparison {
 pub struct Model {
     label: String,
     meta: ModelMeta,
-    plan: Arc<TypedRunnableModel>,
+    plans: Arc<Plans>,
     fingerprint: String,
     limits: DecodeLimits,
 }
@@ -131,6 +131,19 @@ fn check_interface(label: &str, graph: &pb::GraphProto, meta: &ModelMeta) -> Res
     }
 }
 
+/// Refuses float initializers holding NaN or infinity: such a model embeds garbage even where a
+/// ReLU hides it from a probe.
+fn check_weights_finite(label: &str, graph: &pb::GraphProto) -> Result<()> {
+    let float = pb::tensor_proto::DataType::Float as i32;
+    for t in graph.initializer.iter().filter(|t| t.data_type == float) {
+        let raw = t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        if raw.chain(t.float_data.iter().copied()).any(|v| !v.is_finite()) {
+            return Err(graph_err(label, format!("weight `{}` holds non-finite values", t.name)));
+        }
+    }
+    Ok(())
+}
+
 impl Model {
     /// Loads a model file. See [`Model::from_bytes`].
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
@@ -159,11 +172,13 @@ impl Model {
         }
         let meta = ModelMeta::from_properties(label, &props)?;
         check_interface(label, graph, &meta)?;
+        check_weights_finite(label, graph)?;
 
-        let plan =
-            build_plan(&proto, &meta).map_err(|e| graph_err(label, format!("tract cannot load the graph: {e:#}")))?;
+        let plans =
+            Plans::new(&proto, &meta).map_err(|e| graph_err(label, format!("tract cannot load the graph: {e:#}")))?;
         let fingerprint = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let model = Model { label: label.into(), meta, plan, fingerprint, limits: DecodeLimits::default() };
+        let model =
+            Model { label: label.into(), meta, plans: Arc::new(plans), fingerprint, limits: DecodeLimits::default() };
         model.probe()?;
         Ok(model)
     }
@@ -217,7 +232,8 @@ impl Model {
         }
         let tensor =
             Tensor::from_shape(&[n, m.channels, m.height, m.width], input).map_err(|e| infer(e.to_string()))?;
-        let out = self.plan.run(tvec!(tensor.into_tvalue())).map_err(|e| infer(format!("{e:#}")))?;
+        let plan = self.plans.get(n).map_err(|e| infer(format!("{e:#}")))?;
+        let out = plan.run(tvec!(tensor.into_tvalue())).map_err(|e| infer(format!("{e:#}")))?;
         let plain = out[0].try_as_plain_ram().map_err(|e| infer(e.to_string()))?;
         let view = plain.as_slice::<f32>().map_err(|e| infer(e.to_string()))?;
         if view.len() != n * self.meta.embedding_dim {
@@ -312,20 +328,54 @@ impl Model {
     }
 }
 
-fn build_plan(proto: &pb::ModelProto, meta: &ModelMeta) -> TractResult<Arc<TypedRunnableModel>> {
-    let mut model = tract_onnx::onnx().model_for_proto_model(proto)?;
-    let n = model.symbols.sym(crate::tower::BATCH_DIM);
-    let m = &meta.input;
-    let shape = tvec!(n.to_dim(), m.channels.to_dim(), m.height.to_dim(), m.width.to_dim());
-    model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
-    let typed = model.into_optimized()?;
-    let out = typed.output_fact(0)?;
-    let rank = out.shape.rank();
-    if rank != 2 {
-        tract_onnx::tract_hir::internal::bail!("output has rank {rank}, expected 2 ([N, D])");
+/// Optimised plans per batch size. tract optimises a graph with a symbolic batch much less well
+/// than one with a concrete batch (3-6x slower here, see docs/benchmarks.md), so each batch size
+/// that occurs gets its own plan, built once; past `MAX_PLANS` sizes the symbolic plan serves.
+struct Plans {
+    decluttered: TypedModel,
+    batch: Symbol,
+    symbolic: Arc<TypedRunnableModel>,
+    by_size: std::sync::RwLock<HashMap<usize, Arc<TypedRunnableModel>>>,
+}
+
+const MAX_PLANS: usize = 16;
+
+impl Plans {
+    fn new(proto: &pb::ModelProto, meta: &ModelMeta) -> TractResult<Plans> {
+        let mut model = tract_onnx::onnx().model_for_proto_model(proto)?;
+        let batch = model.symbols.sym(crate::tower::BATCH_DIM);
+        let m = &meta.input;
+        let shape = tvec!(batch.to_dim(), m.channels.to_dim(), m.height.to_dim(), m.width.to_dim());
+        model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
+        let decluttered = model.into_typed()?.into_decluttered()?;
+        let out = decluttered.output_fact(0)?;
+        let rank = out.shape.rank();
+        if rank != 2 {
+            tract_onnx::tract_hir::internal::bail!("output has rank {rank}, expected 2 ([N, D])");
+        }
+        if out.shape[1] != meta.embedding_dim.to_dim() {
+            tract_onnx::tract_hir::internal::bail!(
+                "output has D = {}, metadata says {}",
+                out.shape[1],
+                meta.embedding_dim
+            );
+        }
+        let symbolic = decluttered.clone().into_optimized()?.into_runnable()?;
+        Ok(Plans { decluttered, batch, symbolic, by_size: Default::default() })
     }
-    if out.shape[1] != meta.embedding_dim.to_dim() {
-        tract_onnx::tract_hir::internal::bail!("output has D = {}, metadata says {}", out.shape[1], meta.embedding_dim);
+
+    fn get(&self, n: usize) -> TractResult<Arc<TypedRunnableModel>> {
+        if let Some(plan) = self.by_size.read().ok().and_then(|m| m.get(&n).cloned()) {
+            return Ok(plan);
+        }
+        if self.by_size.read().map_or(true, |m| m.len() >= MAX_PLANS) {
+            return Ok(self.symbolic.clone());
+        }
+        let values = HashMap::from([(self.batch.clone(), TDim::Val(n as i64))]);
+        let plan = self.decluttered.set_symbols(&values)?.into_optimized()?.into_runnable()?;
+        if let Ok(mut m) = self.by_size.write() {
+            m.insert(n, plan.clone());
+        }
+        Ok(plan)
     }
-    typed.into_runnable()
 }

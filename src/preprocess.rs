@@ -155,23 +155,38 @@ fn resize(img: &RgbImage, meta: &ModelMeta) -> RgbImage {
     imageops::resize(&view, tw, th, filter_type(meta.preprocess.filter))
 }
 
+/// The model input for one image as bytes, channel-major (`C * H * W`): alpha composited over
+/// white, converted to the model's channels, resized by its rule. [`write_input`] normalises
+/// these; the trainer stores them.
+pub fn input_pixels(img: &DynamicImage, meta: &ModelMeta) -> Vec<u8> {
+    let resized = resize(&flatten_rgb(img), meta);
+    if meta.input.channels == 1 {
+        return DynamicImage::ImageRgb8(resized).to_luma8().into_raw();
+    }
+    let plane = meta.input.width * meta.input.height;
+    let mut out = vec![0; 3 * plane];
+    for (i, px) in resized.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = px[c];
+        }
+    }
+    out
+}
+
 /// Writes the model input for one image into `out` (`C * H * W` values, channel-major):
-/// channels converted as the model expects, resized, then `(p / 255 - mean) / std`.
+/// [`input_pixels`], then `(p / 255 - mean[c]) / std[c]`.
 pub fn write_input(img: &DynamicImage, meta: &ModelMeta, out: &mut [f32]) {
-    let rgb = flatten_rgb(img);
-    let resized = resize(&rgb, meta);
+    normalize(&input_pixels(img, meta), meta, out);
+}
+
+/// `out[j] = (pixels[j] / 255 - mean[c]) / std[c]` for channel-major pixels of one image.
+pub fn normalize(pixels: &[u8], meta: &ModelMeta, out: &mut [f32]) {
     let plane = meta.input.width * meta.input.height;
     let (mean, std) = (&meta.preprocess.mean, &meta.preprocess.std);
-    if meta.input.channels == 1 {
-        let grey = DynamicImage::ImageRgb8(resized).to_luma8();
-        for (o, p) in out[..plane].iter_mut().zip(grey.as_raw()) {
-            *o = (f32::from(*p) / 255.0 - mean[0]) / std[0];
-        }
-    } else {
-        for (i, px) in resized.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = (f32::from(px[c]) / 255.0 - mean[c]) / std[c];
-            }
+    for (c, (src, dst)) in pixels.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
+        let (m, s) = (mean[c], std[c]);
+        for (o, p) in dst.iter_mut().zip(src) {
+            *o = (f32::from(*p) / 255.0 - m) / s;
         }
     }
 }

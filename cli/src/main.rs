@@ -24,6 +24,11 @@ enum Command {
     Compare(commands::compare::Args),
     /// Show a model's metadata.
     Info(commands::info::Args),
+    /// Evaluate a model on IDX data with the origin study's protocol (pair accuracy, ROC AUC).
+    Eval(commands::eval::Args),
+    /// Train a tower on labelled images and export it (needs the `train` feature).
+    #[cfg(feature = "train")]
+    Train(commands::train::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +37,9 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        #[cfg(feature = "train")]
+        Command::Train(args) => commands::train::run(args),
     };
     match result {
         Ok(code) => code.into(),

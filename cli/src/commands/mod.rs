@@ -1,6 +1,11 @@
+#[cfg(feature = "train")]
+mod card;
 pub mod compare;
 pub mod embed;
+pub mod eval;
 pub mod info;
+#[cfg(feature = "train")]
+pub mod train;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,192 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use twinscan::dataset::{load_folder, load_idx_dir, make_pairs, Dataset, Split};
+use twinscan::evaluate::evaluate_pairs;
+use twinscan::tower::{InputShape, TowerSpec};
+use twinscan::train::{parity, train, Loss, TrainConfig};
+use twinscan::{DecodeLimits, Model};
+
+use super::card;
+use crate::exit::Code;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TowerArg {
+    /// The origin study's tower: Conv 8, Conv 16, MaxPool, Dense 32.
+    Seed,
+    /// Three Conv-BN-ReLU stages, global pooling, L2-normalised embedding.
+    Compact,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LossArg {
+    Bce,
+    Mse,
+    Contrastive,
+    Triplet,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// IDX folder (MNIST layout, raw or gzipped) or a folder-per-class tree.
+    #[arg(long)]
+    data: PathBuf,
+    /// Name of the data set, written into the model's provenance and card.
+    #[arg(long)]
+    dataset: Option<String>,
+    #[arg(long, value_enum, default_value = "seed")]
+    tower: TowerArg,
+    #[arg(long, value_enum, default_value = "bce")]
+    loss: LossArg,
+    /// Margin of the contrastive and triplet losses.
+    #[arg(long, default_value_t = 1.0)]
+    margin: f32,
+    #[arg(long, default_value_t = 40)]
+    epochs: usize,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 1024)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed of pair sampling, initialisation and shuffling.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Training pairs (first 70% train, last 30% validate).
+    #[arg(long, default_value_t = 100_000)]
+    pairs: usize,
+    /// Test pairs drawn from the test images for the model card.
+    #[arg(long, default_value_t = 50_000)]
+    test_pairs: usize,
+    /// Embedding size of the compact tower.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// Use only the first N training images (quick runs and tests).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output ONNX file; the model card (.md) and per-epoch metrics (.csv) go beside it.
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+}
+
+fn take(data: Dataset, limit: Option<usize>) -> Dataset {
+    match limit {
+        Some(n) if n < data.len() => {
+            let len = data.image_len();
+            Dataset { pixels: data.pixels[..n * len].to_vec(), labels: data.labels[..n].to_vec(), ..data }
+        }
+        _ => data,
+    }
+}
+
+/// Training and test data: IDX train/t10k files, or a folder-per-class tree split 6:1 by index.
+pub fn load(dir: &std::path::Path, shape: InputShape) -> Result<(Dataset, Dataset)> {
+    if dir.join("train-labels-idx1-ubyte").exists() || dir.join("train-labels-idx1-ubyte.gz").exists() {
+        return Ok((load_idx_dir(dir, Split::Train)?, load_idx_dir(dir, Split::Test)?));
+    }
+    let spec = TowerSpec::seed(shape);
+    let meta = twinscan::tower::untrained_meta(&spec)?;
+    let (all, _, errors) = load_folder(dir, &meta, &DecodeLimits::default())?;
+    for e in &errors {
+        eprintln!("twinscan: skipped {e}");
+    }
+    let (train_idx, test_idx): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|i| i % 7 != 6);
+    let pick = |idx: &[usize]| Dataset {
+        pixels: idx.iter().flat_map(|i| all.image(*i).iter().copied()).collect(),
+        labels: idx.iter().map(|i| all.labels[*i]).collect(),
+        ..all.clone()
+    };
+    Ok((pick(&train_idx), pick(&test_idx)))
+}
+
+pub fn run(args: Args) -> Result<Code> {
+    let started = Instant::now();
+    let probe = load_idx_dir(&args.data, Split::Train).ok().map(|d| d.shape);
+    let shape = probe.unwrap_or(InputShape { channels: 1, height: 28, width: 28 });
+    let (train_data, test_data) = load(&args.data, shape)?;
+    let train_data = take(train_data, args.limit);
+    let spec = match args.tower {
+        TowerArg::Seed => TowerSpec::seed(shape),
+        TowerArg::Compact => TowerSpec::compact(shape, args.dim),
+    };
+    let loss = match args.loss {
+        LossArg::Bce => Loss::Bce,
+        LossArg::Mse => Loss::Mse,
+        LossArg::Contrastive => Loss::Contrastive { margin: args.margin },
+        LossArg::Triplet => Loss::Triplet { margin: args.margin },
+    };
+    let checksum = train_data.sha256();
+    let dataset = format!(
+        "{} ({} training images, pixels sha256 {})",
+        args.dataset.clone().unwrap_or_else(|| args.data.display().to_string()),
+        train_data.len(),
+        &checksum[..16]
+    );
+    let config = TrainConfig {
+        spec,
+        loss,
+        epochs: args.epochs,
+        batch: args.batch,
+        lr: args.lr,
+        seed: args.seed,
+        pairs: args.pairs,
+        mean: vec![0.0; shape.channels],
+        std: vec![1.0; shape.channels],
+        dataset,
+    };
+    let mut csv = String::from("epoch,loss,train_accuracy,val_accuracy,threshold,train_seconds\n");
+    let trained = train(&config, &train_data, &mut |m| {
+        eprintln!(
+            "epoch {:>3}  loss {:.4}  train acc {:.4}  val acc {:.4}  threshold {:.4}  {:.1} s",
+            m.epoch, m.loss, m.train_accuracy, m.val_accuracy, m.threshold, m.train_seconds
+        );
+        csv.push_str(&format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
+            m.epoch, m.loss, m.train_accuracy, m.val_accuracy, m.threshold, m.train_seconds
+        ));
+    })?;
+    let bytes = trained.to_onnx()?;
+    let model = Model::from_bytes(&bytes, &args.out.display().to_string())?;
+
+    // The exported file, run by tract, must compute what candle trained.
+    let probe_idx: Vec<usize> = (0..test_data.len().min(256)).collect();
+    let max_diff = parity(&trained, &model, &test_data, &probe_idx)?;
+    if max_diff > 1e-4 {
+        bail!("exported model differs from the trained network by {max_diff} (limit 1e-4); not written");
+    }
+    let train_pairs = make_pairs(&train_data.labels, args.pairs, args.seed);
+    let train_report = evaluate_pairs(&model, &train_data, &train_pairs)?;
+    let test_pairs = make_pairs(&test_data.labels, args.test_pairs, args.seed.wrapping_add(1));
+    let test_report = evaluate_pairs(&model, &test_data, &test_pairs)?;
+
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(args.out.with_extension("csv"), csv)?;
+    let command: Vec<String> = std::env::args().collect();
+    let card = card::render(&card::Card {
+        trained: &trained,
+        command: &command.join(" "),
+        data_checksum: &checksum,
+        train: train_report,
+        test: test_report,
+        parity: max_diff,
+        seconds: started.elapsed().as_secs_f64(),
+        file: &args.out,
+    });
+    std::fs::write(args.out.with_extension("md"), card)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: best epoch {}, train-pair accuracy {:.4}, test-pair accuracy {:.4}, test AUC {:.4}, parity {:.1e}",
+        args.out.display(),
+        trained.best_epoch,
+        train_report.accuracy,
+        test_report.accuracy,
+        test_report.auc,
+        max_diff
+    )?;
+    Ok(Code::Nothing)
+}

@@ -1,0 +1,258 @@
+//! The trainer (cargo feature `train`): twin-network training on labelled pairs with candle,
+//! validation-based checkpointing, threshold calibration, and export to a twinscan ONNX tower.
+//!
+//! One loop serves every loss. Each step embeds every distinct image of the batch once, then
+//! takes the pairs' distances (or, for the triplet loss, all distances within the batch).
+
+mod im2col;
+mod loss;
+mod net;
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+
+pub use loss::Loss;
+pub use net::Net;
+
+use crate::dataset::{make_pairs, Dataset, Pair};
+use crate::error::{Error, Result};
+use crate::evaluate::{accuracy, best_threshold, fit_head};
+use crate::similarity::{Head, Metric};
+use crate::tower::{self, ModelMeta, Provenance, SplitMix64, TowerSpec, TowerWeights};
+use net::candle_err;
+
+/// Everything that determines a training run; the same config and data give the same model.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Tower architecture.
+    pub spec: TowerSpec,
+    /// Objective.
+    pub loss: Loss,
+    /// Epochs (the study: 40).
+    pub epochs: usize,
+    /// Pairs per step (the study: 1024).
+    pub batch: usize,
+    /// Adam learning rate (the study: 1e-3).
+    pub lr: f64,
+    /// Seed of pair sampling, initialisation and shuffling.
+    pub seed: u64,
+    /// Pairs drawn from the training images (the study: 100,000); the first 70% train, the
+    /// rest validate.
+    pub pairs: usize,
+    /// Per-channel normalisation mean and std written to the model.
+    pub mean: Vec<f32>,
+    /// See `mean`.
+    pub std: Vec<f32>,
+    /// Data set description for the model's provenance.
+    pub dataset: String,
+}
+
+/// What one epoch measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's steps.
+    pub loss: f64,
+    /// Accuracy on the training pairs at this epoch's validation threshold.
+    pub train_accuracy: f64,
+    /// Accuracy on the validation pairs at the threshold that maximises it.
+    pub val_accuracy: f64,
+    /// That threshold (a distance).
+    pub threshold: f32,
+    /// Wall time of the training steps alone.
+    pub train_seconds: f64,
+}
+
+/// A trained tower: the weights of the best validation epoch and the metadata that describes
+/// them.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// Tower architecture.
+    pub spec: TowerSpec,
+    /// Weights of the best epoch.
+    pub weights: TowerWeights,
+    /// Head, threshold and provenance as measured.
+    pub meta: ModelMeta,
+    /// Per-epoch metrics.
+    pub history: Vec<EpochMetrics>,
+    /// 1-based epoch whose weights were kept.
+    pub best_epoch: usize,
+}
+
+impl Trained {
+    /// The ONNX file of the trained tower.
+    pub fn to_onnx(&self) -> Result<Vec<u8>> {
+        tower::write_onnx(&self.spec, &self.weights, &self.meta)
+    }
+}
+
+fn shuffle<T>(v: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i + 1));
+    }
+}
+
+/// Embeds images `indices` of `data` with the network in inference mode, in chunks, and returns
+/// the `[len, D]` embeddings row-major.
+pub fn embed_dataset(net: &Net, data: &Dataset, meta: &ModelMeta, indices: &[usize]) -> Result<Vec<f32>> {
+    let s = data.shape;
+    let mut out = Vec::with_capacity(indices.len() * meta.embedding_dim);
+    for chunk in indices.chunks(4096) {
+        let x = Tensor::from_vec(data.batch(chunk, meta), (chunk.len(), s.channels, s.height, s.width), &Device::Cpu)
+            .map_err(candle_err)?;
+        let e = net.forward(&x, false)?.detach();
+        out.extend(e.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(candle_err)?);
+    }
+    Ok(out)
+}
+
+/// Distances of `pairs` given every image's embedding (`all`, `[data.len(), D]`).
+fn distances(all: &[f32], d: usize, pairs: &[Pair]) -> Vec<f32> {
+    pairs
+        .iter()
+        .map(|p| Metric::Euclidean.distance(&all[p.a * d..][..d], &all[p.b * d..][..d]).unwrap_or(f32::INFINITY))
+        .collect()
+}
+
+/// Trains a tower on `data` with the study's protocol: `config.pairs` balanced pairs, the first
+/// 70% to train and the last 30% to validate; after each epoch the validation accuracy at its
+/// best threshold decides whether this epoch's weights are the ones kept. `progress` sees each
+/// epoch's metrics as it ends.
+pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&EpochMetrics)) -> Result<Trained> {
+    let spec = &config.spec;
+    let invalid = |reason: String| Error::Training { reason };
+    if data.shape != spec.input {
+        return Err(invalid(format!("data images are {:?}, the tower takes {:?}", data.shape, spec.input)));
+    }
+    let pairs = make_pairs(&data.labels, config.pairs, config.seed);
+    let split = pairs.len() * 7 / 10;
+    if split == 0 || split == pairs.len() {
+        return Err(invalid("too few pairs to train and validate (need two labels and at least 4 pairs)".into()));
+    }
+    let (train_pairs, val_pairs) = pairs.split_at(split);
+    let mut meta = tower::untrained_meta(spec)?;
+    meta.preprocess.mean.clone_from(&config.mean);
+    meta.preprocess.std.clone_from(&config.std);
+
+    let net = Net::new(spec, &TowerWeights::seeded(spec, config.seed)?)?;
+    let dev = Device::Cpu;
+    let head_a = Var::new(2.0f32, &dev).map_err(candle_err)?;
+    let head_log_b = Var::new(0.0f32, &dev).map_err(candle_err)?;
+    let mut vars = net.trainable();
+    if config.loss.learns_head() {
+        vars.extend([head_a.clone(), head_log_b.clone()]);
+    }
+    let params = ParamsAdamW { lr: config.lr, weight_decay: 0.0, ..Default::default() };
+    let mut opt = AdamW::new(vars, params).map_err(candle_err)?;
+
+    let s = spec.input;
+    let d = meta.embedding_dim;
+    let all: Vec<usize> = (0..data.len()).collect();
+    let mut rng = SplitMix64::new(config.seed ^ 0x5eed);
+    let mut order: Vec<usize> = (0..train_pairs.len()).collect();
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, TowerWeights, Head, f32)> = None;
+    for epoch in 1..=config.epochs {
+        shuffle(&mut order, &mut rng);
+        let start = Instant::now();
+        let (mut loss_sum, mut steps) = (0.0, 0);
+        for batch in order.chunks(config.batch.max(1)) {
+            let batch: Vec<Pair> = batch.iter().map(|i| train_pairs[*i]).collect();
+            let mut images: Vec<usize> = batch.iter().flat_map(|p| [p.a, p.b]).collect();
+            images.sort_unstable();
+            images.dedup();
+            let x = Tensor::from_vec(data.batch(&images, &meta), (images.len(), s.channels, s.height, s.width), &dev)
+                .map_err(candle_err)?;
+            let emb = net.forward(&x, true)?;
+            let loss = step_loss(config.loss, &emb, &images, &batch, data, &head_a, &head_log_b).map_err(candle_err)?;
+            opt.backward_step(&loss).map_err(candle_err)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle_err)?);
+            steps += 1;
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        let emb = embed_dataset(&net, data, &meta, &all)?;
+        let (val_d, val_y) = (distances(&emb, d, val_pairs), val_pairs.iter().map(|p| p.similar).collect::<Vec<_>>());
+        let (threshold, val_accuracy) = best_threshold(&val_d, &val_y);
+        let train_y: Vec<bool> = train_pairs.iter().map(|p| p.similar).collect();
+        let train_d = distances(&emb, d, train_pairs);
+        let metrics = EpochMetrics {
+            epoch,
+            loss: loss_sum / steps.max(1) as f64,
+            train_accuracy: accuracy(&train_d, &train_y, threshold),
+            val_accuracy,
+            threshold,
+            train_seconds,
+        };
+        progress(&metrics);
+        history.push(metrics);
+        if !metrics.loss.is_finite() {
+            return Err(invalid(format!("loss became {} at epoch {epoch}; try a lower learning rate", metrics.loss)));
+        }
+        if best.as_ref().is_none_or(|b| val_accuracy > b.0) {
+            let head = if config.loss.learns_head() {
+                let a = head_a.as_tensor().to_scalar::<f32>().map_err(candle_err)?;
+                let b = head_log_b.as_tensor().to_scalar::<f32>().map_err(candle_err)?.exp();
+                Head { a, b }
+            } else {
+                fit_head(&train_d, &train_y)
+            };
+            best = Some((val_accuracy, epoch, net.weights()?, head, threshold));
+        }
+    }
+    let Some((val_accuracy, best_epoch, weights, head, threshold)) = best else {
+        return Err(invalid("no epoch was run".into()));
+    };
+    meta.head = head;
+    meta.threshold = threshold;
+    meta.provenance = Provenance {
+        tower: spec.name.clone(),
+        dataset: config.dataset.clone(),
+        loss: config.loss.name().into(),
+        epochs: config.epochs as u32,
+        seed: config.seed,
+        trainer_version: env!("CARGO_PKG_VERSION").into(),
+        accuracy: Some(val_accuracy),
+    };
+    Ok(Trained { spec: spec.clone(), weights, meta, history, best_epoch })
+}
+
+fn step_loss(
+    loss: Loss,
+    emb: &Tensor,
+    images: &[usize],
+    batch: &[Pair],
+    data: &Dataset,
+    head_a: &Var,
+    head_log_b: &Var,
+) -> candle_core::Result<Tensor> {
+    let pos = |i: usize| images.binary_search(&i).unwrap_or(0) as u32;
+    if let Loss::Triplet { margin } = loss {
+        let n = images.len();
+        let labels: Vec<u32> = images.iter().map(|i| data.labels[*i]).collect();
+        let same: Vec<f32> = (0..n * n).map(|k| f32::from(u8::from(labels[k / n] == labels[k % n]))).collect();
+        let same = Tensor::from_vec(same, (n, n), emb.device())?;
+        return loss::triplet_loss(emb, &same, margin);
+    }
+    let ia = Tensor::from_vec(batch.iter().map(|p| pos(p.a)).collect::<Vec<_>>(), batch.len(), emb.device())?;
+    let ib = Tensor::from_vec(batch.iter().map(|p| pos(p.b)).collect::<Vec<_>>(), batch.len(), emb.device())?;
+    let d = loss::row_distance(&emb.index_select(&ia, 0)?, &emb.index_select(&ib, 0)?)?;
+    let y = Tensor::from_vec(
+        batch.iter().map(|p| f32::from(u8::from(p.similar))).collect::<Vec<_>>(),
+        batch.len(),
+        emb.device(),
+    )?;
+    let z = d.broadcast_mul(&head_log_b.as_tensor().exp()?)?.neg()?.broadcast_add(head_a.as_tensor())?;
+    loss::pair_loss(loss, &d, &y, &z)
+}
+
+/// Largest absolute difference between the candle network (inference mode) and the exported
+/// ONNX run by tract, over images `indices` of `data`.
+pub fn parity(trained: &Trained, model: &crate::Model, data: &Dataset, indices: &[usize]) -> Result<f32> {
+    let net = Net::new(&trained.spec, &trained.weights)?;
+    let ours = embed_dataset(&net, data, &trained.meta, indices)?;
+    let theirs = model.run_batch(&data.batch(indices, model.meta()), indices.len())?;
+    Ok(ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+}

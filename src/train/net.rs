@@ -1,0 +1,159 @@
+//! A [`TowerSpec`] as a trainable candle network, with parameters initialised from and exported
+//! to [`TowerWeights`] in the same order, so the ONNX file holds exactly what was trained.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use super::im2col::{Im2Col, Window};
+use crate::error::{Error, Result};
+use crate::tower::{Layer, ParamKind, TowerSpec, TowerWeights};
+
+pub(crate) fn candle_err(e: candle_core::Error) -> Error {
+    Error::Training { reason: e.to_string() }
+}
+
+/// Momentum of the batch-norm running statistics (PyTorch's convention).
+const BN_MOMENTUM: f64 = 0.1;
+
+/// The trainable tower.
+pub struct Net {
+    spec: TowerSpec,
+    /// Learned parameters, [`TowerSpec::params`] order; running statistics are stored here too
+    /// but updated by hand, never by the optimiser.
+    params: Vec<Var>,
+    kinds: Vec<ParamKind>,
+}
+
+impl Net {
+    /// Builds the network with the given initial weights.
+    pub fn new(spec: &TowerSpec, weights: &TowerWeights) -> Result<Net> {
+        weights.validate(spec)?;
+        let params = spec.params()?;
+        for layer in &spec.layers {
+            if let Layer::MaxPool2d { kernel, stride } = layer {
+                if *kernel != 2 || *stride != 2 {
+                    return Err(Error::InvalidTower {
+                        tower: spec.name.clone(),
+                        reason: "the trainer supports 2x2 max pooling with stride 2".into(),
+                    });
+                }
+            }
+        }
+        let vars = params
+            .iter()
+            .zip(&weights.tensors)
+            .map(|(p, t)| Var::from_vec(t.clone(), p.dims.clone(), &Device::Cpu))
+            .collect::<candle_core::Result<Vec<_>>>()
+            .map_err(candle_err)?;
+        Ok(Net { spec: spec.clone(), params: vars, kinds: params.iter().map(|p| p.kind).collect() })
+    }
+
+    /// The variables the optimiser updates (running statistics excluded).
+    pub fn trainable(&self) -> Vec<Var> {
+        self.params
+            .iter()
+            .zip(&self.kinds)
+            .filter(|(_, k)| !matches!(k, ParamKind::RunningMean | ParamKind::RunningVar))
+            .map(|(v, _)| v.clone())
+            .collect()
+    }
+
+    /// Current values, ready for the ONNX writer.
+    pub fn weights(&self) -> Result<TowerWeights> {
+        let tensors = self
+            .params
+            .iter()
+            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect::<candle_core::Result<_>>()
+            .map_err(candle_err)?;
+        Ok(TowerWeights { tensors })
+    }
+
+    /// Restores values saved with [`Net::weights`].
+    pub fn load(&self, weights: &TowerWeights) -> Result<()> {
+        for (v, t) in self.params.iter().zip(&weights.tensors) {
+            v.set(&Tensor::from_vec(t.clone(), v.shape(), &Device::Cpu).map_err(candle_err)?).map_err(candle_err)?;
+        }
+        Ok(())
+    }
+
+    /// Embeds a batch `[B, C, H, W]` into `[B, D]`. In training mode batch norm uses batch
+    /// statistics and updates its running ones; otherwise it uses the running ones, as ONNX does.
+    pub fn forward(&self, input: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_inner(input, train).map_err(candle_err)
+    }
+
+    fn forward_inner(&self, input: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        // Spatial activations are [C, B, H, W]; see im2col.rs.
+        let mut x = input.permute((1, 0, 2, 3))?.contiguous()?;
+        let mut p = self.params.iter();
+        let mut next = || p.next().ok_or_else(|| candle_core::Error::Msg("parameters out of order".into()));
+        for layer in &self.spec.layers {
+            x = match *layer {
+                Layer::Conv2d { out_channels, kernel, stride, padding } => {
+                    let (w, b) = (next()?, next()?);
+                    let (_, batch, h, wd) = x.dims4()?;
+                    let win = Window { kernel, stride, padding };
+                    let ho = (h + 2 * padding - kernel) / stride + 1;
+                    let wo = (wd + 2 * padding - kernel) / stride + 1;
+                    let cols = x.apply_op1(Im2Col(win))?;
+                    // [O, C, k, k] -> [O, k, k, C] matches the im2col row order.
+                    let w2 = w.as_tensor().permute((0, 2, 3, 1))?.reshape((out_channels, ()))?;
+                    let y = w2.matmul(&cols)?.broadcast_add(&b.as_tensor().unsqueeze(1)?)?;
+                    y.reshape((out_channels, batch, ho, wo))?
+                }
+                Layer::BatchNorm { eps } => {
+                    let (gamma, beta, mean, var) = (next()?, next()?, next()?, next()?);
+                    let spatial = x.rank() == 4;
+                    // Channels first: [C, rest] for both layouts.
+                    let shape = x.shape().clone();
+                    let flat = if spatial { x.flatten_from(1)? } else { x.t()?.contiguous()? };
+                    let (mu, sigma2) = if train {
+                        let n = flat.dim(1)? as f64;
+                        let mu = flat.mean_keepdim(1)?;
+                        let sigma2 = flat.broadcast_sub(&mu)?.sqr()?.mean_keepdim(1)?;
+                        let unbiased = (sigma2.detach() * (n / (n - 1.0).max(1.0)))?;
+                        mean.set(
+                            &((mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mu.detach().squeeze(1)? * BN_MOMENTUM)?)?,
+                        )?;
+                        var.set(&((var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased.squeeze(1)? * BN_MOMENTUM)?)?)?;
+                        (mu, sigma2)
+                    } else {
+                        (mean.as_tensor().unsqueeze(1)?, var.as_tensor().unsqueeze(1)?)
+                    };
+                    let scale =
+                        (sigma2 + f64::from(eps))?.sqrt()?.recip()?.broadcast_mul(&gamma.as_tensor().unsqueeze(1)?)?;
+                    let y = flat
+                        .broadcast_sub(&mu)?
+                        .broadcast_mul(&scale)?
+                        .broadcast_add(&beta.as_tensor().unsqueeze(1)?)?;
+                    if spatial {
+                        y.reshape(shape)?
+                    } else {
+                        y.t()?.contiguous()?
+                    }
+                }
+                Layer::Relu => x.relu()?,
+                Layer::MaxPool2d { .. } => {
+                    let (c, b, h, w) = x.dims4()?;
+                    let (h2, w2) = (h / 2, w / 2);
+                    let x = x.narrow(2, 0, 2 * h2)?.narrow(3, 0, 2 * w2)?.contiguous()?;
+                    x.reshape((c, b, h2, 2, w2, 2))?.max(5)?.max(3)?
+                }
+                Layer::GlobalAvgPool => x.mean_keepdim(3)?.mean_keepdim(2)?,
+                Layer::Flatten => x.permute((1, 0, 2, 3))?.contiguous()?.flatten_from(1)?,
+                Layer::Linear { .. } => {
+                    let (w, b) = (next()?, next()?);
+                    x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?
+                }
+                Layer::L2Normalize => {
+                    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
+                    x.broadcast_div(&norm)?
+                }
+            };
+        }
+        if x.dtype() != DType::F32 {
+            x = x.to_dtype(DType::F32)?;
+        }
+        Ok(x)
+    }
+}
