@@ -8,5 +8,5 @@ if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi
-cargo test --workspace --locked
+cargo test --workspace --features train --locked
 "$venv/bin/python" tests/python/check_onnx.py

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Find near-duplicate and anomalous images with a trained twin network.
 #[derive(Parser)]
 #[command(name = "twinscan", version, about, long_about = None, after_help = exit::HELP)]

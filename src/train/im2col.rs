@@ -26,7 +26,7 @@ impl Window {
     }
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+pub(super) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let (start, end) =
         layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("im2col needs a contiguous input".into()))?;
     match storage {
@@ -35,7 +35,8 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> 
     }
 }
 
-/// `[C, B, H, W] -> [k*k*C, B*Ho*Wo]`, row `(ky*k + kx)*C + c`.
+/// `[C, B, H, W] -> [k*k*C + 1, B*Ho*Wo]`, row `(ky*k + kx)*C + c`; the last row is all ones, so
+/// the bias is one more column of the weight matrix and needs no separate pass.
 pub struct Im2Col(pub Window);
 
 impl CustomOp1 for Im2Col {
@@ -49,8 +50,10 @@ impl CustomOp1 for Im2Col {
         let src = f32_slice(storage, layout)?;
         let (ho, wo) = (w.out_size(h), w.out_size(wd));
         let cols = b * ho * wo;
-        let mut out = vec![0f32; w.kernel * w.kernel * c * cols];
-        out.par_chunks_mut(cols).enumerate().for_each(|(row, dst)| {
+        let rows = w.kernel * w.kernel * c;
+        let mut out = vec![0f32; (rows + 1) * cols];
+        out[rows * cols..].fill(1.0);
+        out[..rows * cols].par_chunks_mut(cols).enumerate().for_each(|(row, dst)| {
             let (kk, ch) = (row / c, row % c);
             let (ky, kx) = (kk / w.kernel, kk % w.kernel);
             for bi in 0..b {
@@ -67,7 +70,7 @@ impl CustomOp1 for Im2Col {
                 }
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((w.kernel * w.kernel * c, cols))))
+        Ok((CpuStorage::F32(out), Shape::from((rows + 1, cols))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -118,5 +121,43 @@ impl CustomOp1 for Col2Im {
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((c, b, h, wd))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use super::*;
+
+    /// The im2col convolution and its gradients agree with candle's own conv2d.
+    #[test]
+    fn matches_candle_conv2d_forward_and_backward() {
+        let dev = Device::Cpu;
+        // Sizes where stride 2 tiles exactly: candle's own conv2d backward breaks otherwise.
+        let (c, b, h, w, o, k) = (3, 2, 7, 9, 4, 3);
+        for (stride, padding) in [(1, 0), (1, 1), (2, 1)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&Tensor::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap()).unwrap();
+            let reference = x.as_tensor().conv2d(wt.as_tensor(), padding, stride, 1, 1).unwrap();
+            let ho = (h + 2 * padding - k) / stride + 1;
+            let wo = (w + 2 * padding - k) / stride + 1;
+            let xc = x.as_tensor().permute((1, 0, 2, 3)).unwrap().contiguous().unwrap();
+            let cols = xc.apply_op1(Im2Col(Window { kernel: k, stride, padding })).unwrap();
+            let cols = cols.narrow(0, 0, k * k * c).unwrap(); // drop the bias row
+            let w2 = wt.as_tensor().permute((0, 2, 3, 1)).unwrap().reshape((o, ())).unwrap();
+            let ours = w2.matmul(&cols).unwrap().reshape((o, b, ho, wo)).unwrap().permute((1, 0, 2, 3)).unwrap();
+            let diff = (&ours - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "forward differs by {diff}");
+
+            let weights = Tensor::randn(0f32, 1.0, reference.shape(), &dev).unwrap();
+            let g_ref = (&reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_ours = (&ours * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+            for var in [&x, &wt] {
+                let (r, u) = (g_ref.get(var).unwrap(), g_ours.get(var).unwrap());
+                let diff = (r - u).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff < 1e-3, "gradient differs by {diff} (stride {stride}, padding {padding})");
+            }
+        }
     }
 }

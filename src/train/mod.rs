@@ -7,6 +7,7 @@
 mod im2col;
 mod loss;
 mod net;
+mod ops;
 
 use std::time::Instant;
 

@@ -4,8 +4,21 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 
 use super::im2col::{Im2Col, Window};
+use super::ops::{MaxPool2, Relu};
 use crate::error::{Error, Result};
 use crate::tower::{Layer, ParamKind, TowerSpec, TowerWeights};
+
+/// The layers in the order training runs them: `ReLU, MaxPool` becomes `MaxPool, ReLU`, which
+/// computes the same (both are monotone) with the ReLU on a quarter of the values.
+fn training_order(layers: &[Layer]) -> Vec<Layer> {
+    let mut out = layers.to_vec();
+    for i in 1..out.len() {
+        if out[i - 1] == Layer::Relu && matches!(out[i], Layer::MaxPool2d { .. }) {
+            out.swap(i - 1, i);
+        }
+    }
+    out
+}
 
 pub(crate) fn candle_err(e: candle_core::Error) -> Error {
     Error::Training { reason: e.to_string() }
@@ -87,8 +100,8 @@ impl Net {
         let mut x = input.permute((1, 0, 2, 3))?.contiguous()?;
         let mut p = self.params.iter();
         let mut next = || p.next().ok_or_else(|| candle_core::Error::Msg("parameters out of order".into()));
-        for layer in &self.spec.layers {
-            x = match *layer {
+        for layer in training_order(&self.spec.layers) {
+            x = match layer {
                 Layer::Conv2d { out_channels, kernel, stride, padding } => {
                     let (w, b) = (next()?, next()?);
                     let (_, batch, h, wd) = x.dims4()?;
@@ -96,10 +109,11 @@ impl Net {
                     let ho = (h + 2 * padding - kernel) / stride + 1;
                     let wo = (wd + 2 * padding - kernel) / stride + 1;
                     let cols = x.apply_op1(Im2Col(win))?;
-                    // [O, C, k, k] -> [O, k, k, C] matches the im2col row order.
+                    // [O, C, k, k] -> [O, k, k, C] matches the im2col row order; the bias is the
+                    // column that meets im2col's row of ones.
                     let w2 = w.as_tensor().permute((0, 2, 3, 1))?.reshape((out_channels, ()))?;
-                    let y = w2.matmul(&cols)?.broadcast_add(&b.as_tensor().unsqueeze(1)?)?;
-                    y.reshape((out_channels, batch, ho, wo))?
+                    let w2 = Tensor::cat(&[&w2, &b.as_tensor().unsqueeze(1)?], 1)?;
+                    w2.matmul(&cols)?.reshape((out_channels, batch, ho, wo))?
                 }
                 Layer::BatchNorm { eps } => {
                     let (gamma, beta, mean, var) = (next()?, next()?, next()?, next()?);
@@ -132,13 +146,8 @@ impl Net {
                         y.t()?.contiguous()?
                     }
                 }
-                Layer::Relu => x.relu()?,
-                Layer::MaxPool2d { .. } => {
-                    let (c, b, h, w) = x.dims4()?;
-                    let (h2, w2) = (h / 2, w / 2);
-                    let x = x.narrow(2, 0, 2 * h2)?.narrow(3, 0, 2 * w2)?.contiguous()?;
-                    x.reshape((c, b, h2, 2, w2, 2))?.max(5)?.max(3)?
-                }
+                Layer::Relu => x.contiguous()?.apply_op1(Relu)?,
+                Layer::MaxPool2d { .. } => x.contiguous()?.apply_op1(MaxPool2)?,
                 Layer::GlobalAvgPool => x.mean_keepdim(3)?.mean_keepdim(2)?,
                 Layer::Flatten => x.permute((1, 0, 2, 3))?.contiguous()?.flatten_from(1)?,
                 Layer::Linear { .. } => {
