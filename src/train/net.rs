@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use super::im2col::{Im2Col, Window};
+use super::im2col::{conv, Window};
 use super::ops::{MaxPool2, Relu};
 use crate::error::{Error, Result};
 use crate::tower::{Layer, ParamKind, TowerSpec, TowerWeights};
@@ -100,20 +100,12 @@ impl Net {
         let mut x = input.permute((1, 0, 2, 3))?.contiguous()?;
         let mut p = self.params.iter();
         let mut next = || p.next().ok_or_else(|| candle_core::Error::Msg("parameters out of order".into()));
-        for layer in training_order(&self.spec.layers) {
+        for (i, layer) in training_order(&self.spec.layers).into_iter().enumerate() {
             x = match layer {
-                Layer::Conv2d { out_channels, kernel, stride, padding } => {
+                Layer::Conv2d { kernel, stride, padding, .. } => {
                     let (w, b) = (next()?, next()?);
-                    let (_, batch, h, wd) = x.dims4()?;
-                    let win = Window { kernel, stride, padding };
-                    let ho = (h + 2 * padding - kernel) / stride + 1;
-                    let wo = (wd + 2 * padding - kernel) / stride + 1;
-                    let cols = x.apply_op1(Im2Col(win))?;
-                    // [O, C, k, k] -> [O, k, k, C] matches the im2col row order; the bias is the
-                    // column that meets im2col's row of ones.
-                    let w2 = w.as_tensor().permute((0, 2, 3, 1))?.reshape((out_channels, ()))?;
-                    let w2 = Tensor::cat(&[&w2, &b.as_tensor().unsqueeze(1)?], 1)?;
-                    w2.matmul(&cols)?.reshape((out_channels, batch, ho, wo))?
+                    // The images (input of layer 0) need no gradient.
+                    conv(&x, w.as_tensor(), b.as_tensor(), Window { kernel, stride, padding }, train, i > 0)?
                 }
                 Layer::BatchNorm { eps } => {
                     let (gamma, beta, mean, var) = (next()?, next()?, next()?, next()?);
