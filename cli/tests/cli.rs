@@ -106,3 +106,55 @@ fn compare_with_an_unreadable_image_names_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr).unwrap().contains("/nonexistent/b.png"));
 }
+
+fn write_idx(dir: &Path, prefix: &str, n: u32) {
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, 8, 8] {
+        images.extend_from_slice(&d.to_be_bytes());
+    }
+    images.extend((0..n * 64).map(|v| ((v / 64 % 3) * 80 + v % 7) as u8));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&n.to_be_bytes());
+    labels.extend((0..n).map(|v| (v % 3) as u8));
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+#[test]
+fn eval_reports_the_study_metrics_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx(dir.path(), "train", 30);
+    write_idx(dir.path(), "t10k", 12);
+    let spec = TowerSpec::seed(InputShape { channels: 1, height: 8, width: 8 });
+    let bytes =
+        tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 5).unwrap(), &tower::untrained_meta(&spec).unwrap())
+            .unwrap();
+    let m = dir.path().join("m.onnx");
+    std::fs::write(&m, bytes).unwrap();
+    let args = [
+        "eval",
+        "-m",
+        s(&m),
+        "--data",
+        s(dir.path()),
+        "--pairs",
+        "100",
+        "--test-pairs",
+        "40",
+        "--pair-seed",
+        "9",
+        "--json",
+    ];
+    let out = twinscan(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["train"]["pairs"], 100);
+    assert_eq!(v["test"]["pairs"], 40);
+    for part in ["train", "test"] {
+        let acc = v[part]["accuracy"].as_f64().unwrap();
+        let auc = v[part]["auc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&auc), "{v}");
+    }
+    // Same pair seed, same numbers.
+    assert_eq!(twinscan(&args).stdout, out.stdout);
+}

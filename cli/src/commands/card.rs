@@ -23,7 +23,9 @@ pub fn render(c: &Card) -> String {
     let mut s = format!("# {name}\n\n");
     s += &format!("Tower `{}`, loss `{}`, data {}.\n\n", p.tower, p.loss, p.dataset);
     s += "## Reproduce\n\n```sh\nscripts/fetch-data.sh\n";
-    s += &format!("{}\n```\n\n", c.command.replacen(&std::env::args().next().unwrap_or_default(), "twinscan", 1));
+    let program = std::env::args().next().unwrap_or_default();
+    let command = c.command.replacen(&program, "cargo run --release -p twinscan-cli --features train --", 1);
+    s += &format!("{command}\n```\n\n");
     s += "## Measured\n\n| what | value |\n| --- | --- |\n";
     s += &format!("| training-pair accuracy ({} pairs, at threshold) | {:.4} |\n", c.train.pairs, c.train.accuracy);
     s += &format!("| test-pair accuracy ({} pairs, at threshold) | {:.4} |\n", c.test.pairs, c.test.accuracy);

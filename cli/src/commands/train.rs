@@ -62,12 +62,24 @@ pub struct Args {
     /// Embedding size of the compact tower.
     #[arg(long, default_value_t = 64)]
     dim: usize,
+    /// Input size `CxHxW` for folder data (IDX data brings its own).
+    #[arg(long, value_parser = parse_shape, default_value = "1x28x28")]
+    input: InputShape,
     /// Use only the first N training images (quick runs and tests).
     #[arg(long)]
     limit: Option<usize>,
     /// Output ONNX file; the model card (.md) and per-epoch metrics (.csv) go beside it.
     #[arg(long, short = 'o')]
     out: PathBuf,
+}
+
+fn parse_shape(s: &str) -> Result<InputShape, String> {
+    let v: Vec<usize> =
+        s.split('x').map(|p| p.trim().parse().map_err(|_| format!("bad size {s:?}"))).collect::<Result<_, _>>()?;
+    match v[..] {
+        [channels @ (1 | 3), height, width] if height > 0 && width > 0 => Ok(InputShape { channels, height, width }),
+        _ => Err(format!("expected CxHxW with C = 1 or 3, got {s:?}")),
+    }
 }
 
 fn take(data: Dataset, limit: Option<usize>) -> Dataset {
@@ -80,8 +92,9 @@ fn take(data: Dataset, limit: Option<usize>) -> Dataset {
     }
 }
 
-/// Training and test data: IDX train/t10k files, or a folder-per-class tree split 6:1 by index.
-pub fn load(dir: &std::path::Path, shape: InputShape) -> Result<(Dataset, Dataset)> {
+/// Training and test data: IDX train/t10k files, or a folder-per-class tree (images brought to
+/// `shape`) split 6:1 by index.
+fn load(dir: &std::path::Path, shape: InputShape) -> Result<(Dataset, Dataset)> {
     if dir.join("train-labels-idx1-ubyte").exists() || dir.join("train-labels-idx1-ubyte.gz").exists() {
         return Ok((load_idx_dir(dir, Split::Train)?, load_idx_dir(dir, Split::Test)?));
     }
@@ -102,9 +115,8 @@ pub fn load(dir: &std::path::Path, shape: InputShape) -> Result<(Dataset, Datase
 
 pub fn run(args: Args) -> Result<Code> {
     let started = Instant::now();
-    let probe = load_idx_dir(&args.data, Split::Train).ok().map(|d| d.shape);
-    let shape = probe.unwrap_or(InputShape { channels: 1, height: 28, width: 28 });
-    let (train_data, test_data) = load(&args.data, shape)?;
+    let (train_data, test_data) = load(&args.data, args.input)?;
+    let shape = train_data.shape;
     let train_data = take(train_data, args.limit);
     let spec = match args.tower {
         TowerArg::Seed => TowerSpec::seed(shape),

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Trains the bundled models in models/, each with the command its model card records.
+# Usage: scripts/train-models.sh [NAME...]   (default: all; needs scripts/fetch-data.sh first)
+# Each run takes about 35 minutes on 2 cores (docs/benchmarks.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p twinscan-cli --features train
+bin=./target/release/twinscan
+declare -A runs=(
+  [mnist-seed-bce]="--data data/mnist --dataset mnist --tower seed --loss bce"
+  [mnist-seed-mse]="--data data/mnist --dataset mnist --tower seed --loss mse"
+  [mnist-seed-contrastive]="--data data/mnist --dataset mnist --tower seed --loss contrastive"
+  [fashion-seed-bce]="--data data/fashion-mnist --dataset fashion-mnist --tower seed --loss bce"
+  [fashion-seed-mse]="--data data/fashion-mnist --dataset fashion-mnist --tower seed --loss mse"
+  [fashion-seed-contrastive]="--data data/fashion-mnist --dataset fashion-mnist --tower seed --loss contrastive"
+)
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=("${!runs[@]}")
+for name in "${names[@]}"; do
+  args="${runs[$name]:?unknown model $name}"
+  echo "== $name"
+  # shellcheck disable=SC2086
+  "$bin" train $args --epochs 40 --seed 1 -o "models/$name.onnx"
+done
