@@ -9,10 +9,10 @@ bin=./target/release/twinscan
 declare -A runs=(
   [mnist-seed-bce]="--data data/mnist --dataset mnist --tower seed --loss bce"
   [mnist-seed-mse]="--data data/mnist --dataset mnist --tower seed --loss mse"
-  [mnist-seed-contrastive]="--data data/mnist --dataset mnist --tower seed --loss contrastive"
+  [mnist-seed-contrastive]="--data data/mnist --dataset mnist --tower seed --loss contrastive --margin 5"
   [fashion-seed-bce]="--data data/fashion-mnist --dataset fashion-mnist --tower seed --loss bce"
   [fashion-seed-mse]="--data data/fashion-mnist --dataset fashion-mnist --tower seed --loss mse"
-  [fashion-seed-contrastive]="--data data/fashion-mnist --dataset fashion-mnist --tower seed --loss contrastive"
+  [fashion-seed-contrastive]="--data data/fashion-mnist --dataset fashion-mnist --tower seed --loss contrastive --margin 5"
 )
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${!runs[@]}")
