@@ -154,6 +154,8 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
     let all: Vec<usize> = (0..data.len()).collect();
     let mut rng = SplitMix64::new(config.seed ^ 0x5eed);
     let mut order: Vec<usize> = (0..train_pairs.len()).collect();
+    let train_y: Vec<bool> = train_pairs.iter().map(|p| p.similar).collect();
+    let val_y: Vec<bool> = val_pairs.iter().map(|p| p.similar).collect();
     let mut history = Vec::new();
     let mut best: Option<(f64, usize, TowerWeights, Head, f32)> = None;
     for epoch in 1..=config.epochs {
@@ -175,9 +177,8 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
         }
         let train_seconds = start.elapsed().as_secs_f64();
         let emb = embed_dataset(&net, data, &meta, &all)?;
-        let (val_d, val_y) = (distances(&emb, d, val_pairs), val_pairs.iter().map(|p| p.similar).collect::<Vec<_>>());
+        let val_d = distances(&emb, d, val_pairs);
         let (threshold, val_accuracy) = best_threshold(&val_d, &val_y);
-        let train_y: Vec<bool> = train_pairs.iter().map(|p| p.similar).collect();
         let train_d = distances(&emb, d, train_pairs);
         let metrics = EpochMetrics {
             epoch,
