@@ -4,10 +4,10 @@
 //! One loop serves every loss. Each step embeds every distinct image of the batch once, then
 //! takes the pairs' distances (or, for the triplet loss, all distances within the batch).
 
-mod im2col;
+mod gemm;
+mod layers;
 mod loss;
 mod net;
-mod ops;
 
 use std::time::Instant;
 
@@ -99,13 +99,9 @@ fn shuffle<T>(v: &mut [T], rng: &mut SplitMix64) {
 /// Embeds images `indices` of `data` with the network in inference mode, in chunks, and returns
 /// the `[len, D]` embeddings row-major.
 pub fn embed_dataset(net: &Net, data: &Dataset, meta: &ModelMeta, indices: &[usize]) -> Result<Vec<f32>> {
-    let s = data.shape;
     let mut out = Vec::with_capacity(indices.len() * meta.embedding_dim);
     for chunk in indices.chunks(4096) {
-        let x = Tensor::from_vec(data.batch(chunk, meta), (chunk.len(), s.channels, s.height, s.width), &Device::Cpu)
-            .map_err(candle_err)?;
-        let e = net.forward(&x, false)?.detach();
-        out.extend(e.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(candle_err)?);
+        out.extend(net.embed(&data.batch(chunk, meta), chunk.len())?);
     }
     Ok(out)
 }
@@ -169,7 +165,7 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
             images.dedup();
             let x = Tensor::from_vec(data.batch(&images, &meta), (images.len(), s.channels, s.height, s.width), &dev)
                 .map_err(candle_err)?;
-            let emb = net.forward(&x, true)?;
+            let emb = net.forward_train(&x)?;
             let loss = step_loss(config.loss, &emb, &images, &batch, data, &head_a, &head_log_b).map_err(candle_err)?;
             opt.backward_step(&loss).map_err(candle_err)?;
             loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle_err)?);
