@@ -6,7 +6,7 @@
 mod common;
 
 use twinscan::dataset::Dataset;
-use twinscan::tower::{InputShape, SplitMix64, TowerSpec};
+use twinscan::tower::{InputShape, Layer, SplitMix64, TowerSpec};
 use twinscan::train::{parity, train, Loss, TrainConfig, Trained};
 use twinscan::Model;
 
@@ -82,9 +82,10 @@ fn seed_tower_exports_what_it_trained_and_learns() {
 }
 
 #[test]
-fn compact_tower_with_batch_norm_and_triplet_loss_keeps_parity() {
+fn batch_norm_tower_with_l2_output_and_triplet_loss_keeps_parity() {
     let data = synthetic(30, 2);
-    let spec = TowerSpec::compact(InputShape { channels: 1, height: SIDE, width: SIDE }, 8);
+    let mut spec = TowerSpec::compact(InputShape { channels: 1, height: SIDE, width: SIDE }, 8);
+    spec.layers.push(Layer::L2Normalize);
     let trained = run(&config(spec, Loss::Triplet { margin: 0.5 }, 3), &data);
     let model = assert_parity(&trained, &data);
     assert!(model.meta().l2_normalized);

@@ -120,7 +120,7 @@ pub(super) fn conv_backward(
     weight: &[f32],
     x: &[f32],
     dy: &[f32],
-    mut dx: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
 ) -> (Vec<f32>, Vec<f32>) {
     let (in_len, out_len, hw, rows) = (g.c * g.h * g.w, g.o * g.out_plane(), g.out_plane(), g.rows());
     let w = Mat::new(weight, g.o, rows);
@@ -142,20 +142,18 @@ pub(super) fn conv_backward(
         (dw, db)
     };
     let inputs = x.par_chunks(GRAIN * in_len).zip(dy.par_chunks(GRAIN * out_len));
-    let parts: Vec<_> = match dx.take() {
+    let parts: Vec<_> = match dx {
         Some(dx) => inputs.zip(dx.par_chunks_mut(GRAIN * in_len)).map(|((x, dy), dx)| task(x, dy, Some(dx))).collect(),
         None => inputs.map(|(x, dy)| task(x, dy, None)).collect(),
     };
-    sum_in_order(parts)
+    sum_in_order((vec![0.0; g.o * rows], vec![0.0; g.o]), parts)
 }
 
 /// Images per task wherever tasks' results are summed: fixed, so that the sums, and with them
 /// a whole training run, do not depend on how rayon schedules the tasks.
 const GRAIN: usize = 32;
 
-fn sum_in_order(parts: Vec<(Vec<f32>, Vec<f32>)>) -> (Vec<f32>, Vec<f32>) {
-    let mut parts = parts.into_iter();
-    let Some(mut total) = parts.next() else { return (Vec::new(), Vec::new()) };
+fn sum_in_order(mut total: (Vec<f32>, Vec<f32>), parts: Vec<(Vec<f32>, Vec<f32>)>) -> (Vec<f32>, Vec<f32>) {
     for (a, b) in parts {
         add(&mut total.0, &a);
         add(&mut total.1, &b);
@@ -408,7 +406,7 @@ pub(super) fn linear_backward(
             (dw, db)
         })
         .collect();
-    sum_in_order(parts)
+    sum_in_order((vec![0.0; o * i], vec![0.0; o]), parts)
 }
 
 /// Norms below this are raised to it, as in the exported graph.

@@ -41,6 +41,11 @@ pub fn render(c: &Card) -> String {
     s += &format!("| seed / epochs | {} / {} |\n", p.seed, p.epochs);
     s += &format!("| training data sha256 | `{}` |\n", c.data_checksum);
     s += &format!("| wall time | {:.0} s |\n\n", c.seconds);
+    let stem = c.file.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    s += &format!(
+        "## Pictures\n\nMade by `scripts/plot-models.sh {stem}` (matplotlib, and onnxruntime for the pairs).\n\n\
+         ![training curves]({stem}-curves.png)\n\n![sample test pairs]({stem}-pairs.png)\n\n"
+    );
     s += "## Per epoch\n\n| epoch | loss | train acc | val acc | threshold | seconds |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n";
     for e in &c.trained.history {
         s += &format!(
