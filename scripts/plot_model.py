@@ -17,6 +17,7 @@ import gzip
 import pathlib
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -59,6 +60,7 @@ def curves(model, out):
     right.legend(loc="lower right", fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     fig.suptitle(model.stem)
     fig.tight_layout()
     save(fig, out)

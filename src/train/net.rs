@@ -265,7 +265,8 @@ impl Workspace {
                 self.grads[i + 1].resize(n * step.out_len, 0.0);
             }
             match step.kind {
-                Kind::BatchNorm { .. } => self.aux[i].resize(n * step.out_len, 0.0),
+                // Inference normalises with the running statistics and keeps nothing.
+                Kind::BatchNorm { .. } if train => self.aux[i].resize(n * step.out_len, 0.0),
                 Kind::L2 { .. } => self.aux[i].resize(n, 0.0),
                 Kind::MaxPool(_) => self.args[i].resize(n * step.out_len, 0),
                 _ => {}
