@@ -4,7 +4,8 @@
 For each golden tower written by twinscan's writer: onnx.checker.check_model(full_check=True)
 passes, the twinscan.* metadata is there, the batch dimension is symbolic, and onnxruntime's
 outputs on the recorded inputs match the recorded outputs (which tract also reproduces, see
-tests/golden.rs) within 1e-5.
+tests/golden.rs) within 1e-5. Each bundled model in models/ passes the full checker too and
+runs in onnxruntime with a finite embedding of its declared size.
 """
 import pathlib
 import sys
@@ -38,5 +39,16 @@ for path in models:
     ok = err <= TOL
     failed += not ok
     print(f"{'ok' if ok else 'FAIL'}  {stem}: full_check passed, max |ort - recorded| = {err:.2e}")
+for path in sorted((GOLDEN.parent.parent / "models").glob("*.onnx")):
+    m = onnx.load(str(path))
+    onnx.checker.check_model(m, full_check=True)
+    dim = int({p.key: p.value for p in m.metadata_props}["twinscan.embedding.dim"])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shape = [2] + [int(d) for d in sess.get_inputs()[0].shape[1:]]
+    (got,) = sess.run(None, {"image": np.random.default_rng(0).random(shape, dtype=np.float32)})
+    ok = got.shape == (2, dim) and bool(np.isfinite(got).all())
+    failed += not ok
+    models.append(path)
+    print(f"{'ok' if ok else 'FAIL'}  {path.name}: full_check passed, onnxruntime embedding {got.shape}")
 print(f"{len(models) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
