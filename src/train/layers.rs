@@ -269,8 +269,11 @@ pub(super) fn batch_norm_backward(
     (dgamma, dbeta)
 }
 
+/// Values per rayon task of the element-wise layers.
+const ELEMENTS: usize = 1 << 14;
+
 pub(super) fn relu_forward(x: &[f32], y: &mut [f32]) {
-    y.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(y, x)| {
+    y.par_chunks_mut(ELEMENTS).zip(x.par_chunks(ELEMENTS)).for_each(|(y, x)| {
         for (y, x) in y.iter_mut().zip(x) {
             *y = x.max(0.0);
         }
@@ -279,7 +282,7 @@ pub(super) fn relu_forward(x: &[f32], y: &mut [f32]) {
 
 /// Uses the output: where it is positive the gradient passes.
 pub(super) fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
-    dx.par_chunks_mut(1 << 14).zip(dy.par_chunks(1 << 14)).zip(y.par_chunks(1 << 14)).for_each(|((dx, dy), y)| {
+    dx.par_chunks_mut(ELEMENTS).zip(dy.par_chunks(ELEMENTS)).zip(y.par_chunks(ELEMENTS)).for_each(|((dx, dy), y)| {
         for ((dx, dy), y) in dx.iter_mut().zip(dy).zip(y) {
             *dx = if *y > 0.0 { *dy } else { 0.0 };
         }

@@ -37,6 +37,14 @@ fn training_order(layers: &[Layer]) -> Vec<Layer> {
     out
 }
 
+/// Channels, height and width; a flat `[D]` activation is `D` channels of one pixel.
+fn chw(a: Activation) -> (usize, usize, usize) {
+    match a {
+        Activation::Spatial { c, h, w } => (c, h, w),
+        Activation::Flat(d) => (d, 1, 1),
+    }
+}
+
 /// Where one [`TowerWeights`] tensor lives: in the learned vector or in the running statistics.
 #[derive(Debug, Clone)]
 enum Slot {
@@ -102,14 +110,7 @@ impl Plan {
         let mut steps = Vec::new();
         for (layer, io) in ordered.layers.iter().zip(shapes.windows(2)) {
             let (input, output) = (io[0], io[1]);
-            let (c, h, w) = match input {
-                Activation::Spatial { c, h, w } => (c, h, w),
-                Activation::Flat(d) => (d, 1, 1),
-            };
-            let (o, ho, wo) = match output {
-                Activation::Spatial { c, h, w } => (c, h, w),
-                Activation::Flat(d) => (d, 1, 1),
-            };
+            let ((c, h, w), (o, ho, wo)) = (chw(input), chw(output));
             let kind = match *layer {
                 Layer::Conv2d { kernel, stride, padding, .. } => {
                     let g = ConvGeo { c, h, w, o, k: kernel, stride, pad: padding, ho, wo };
