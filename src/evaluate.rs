@@ -112,7 +112,7 @@ pub fn pair_distances(model: &Model, data: &Dataset, pairs: &[Pair]) -> Result<V
     let d = model.meta().embedding_dim;
     let chunks: Vec<Vec<f32>> = used
         .par_chunks(256)
-        .map(|chunk| model.run_batch(&data.batch(chunk, model.meta()), chunk.len()))
+        .map(|chunk| model.embed_inputs(&data.batch(chunk, model.meta()), chunk.len()))
         .collect::<Result<_>>()?;
     let flat: Vec<f32> = chunks.concat();
     let row = |i: usize| {

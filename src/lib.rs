@@ -22,17 +22,23 @@
 
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod dataset;
+pub mod detect;
 mod error;
 pub mod evaluate;
+pub mod index;
+mod invariance;
 mod model;
 mod preprocess;
+pub mod scan;
 mod similarity;
 pub mod tower;
 #[cfg(feature = "train")]
 pub mod train;
 
 pub use error::{Error, Result};
+pub use invariance::Invariance;
 pub use model::{Comparison, Embedding, Model, DEFAULT_BATCH};
 pub use preprocess::{decode_bytes, decode_file, input_pixels, normalize, write_input, DecodeLimits};
 pub use similarity::{Head, Metric};

@@ -12,10 +12,13 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::invariance::{orientations, oriented_distance, Invariance};
 use crate::preprocess::{decode_file, write_input, DecodeLimits};
 use crate::tower::{ModelMeta, PREFIX};
 
-/// An embedding: one tower output, `ModelMeta::embedding_dim` values.
+/// An embedding: one tower output, `ModelMeta::embedding_dim` values; under
+/// [`Invariance::MirrorRotate`] one such output per orientation, the image as it is first (see
+/// [`Model::embedding_len`]).
 pub type Embedding = Vec<f32>;
 
 /// Images per network call when embedding many files. Large enough to amortise tract's per-call
@@ -51,6 +54,7 @@ pub struct Model {
     plans: Arc<Plans>,
     fingerprint: String,
     limits: DecodeLimits,
+    invariance: Invariance,
 }
 
 impl std::fmt::Debug for Model {
@@ -177,8 +181,14 @@ impl Model {
         let plans =
             Plans::new(&proto, &meta).map_err(|e| graph_err(label, format!("tract cannot load the graph: {e:#}")))?;
         let fingerprint = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let model =
-            Model { label: label.into(), meta, plans: Arc::new(plans), fingerprint, limits: DecodeLimits::default() };
+        let model = Model {
+            label: label.into(),
+            meta,
+            plans: Arc::new(plans),
+            fingerprint,
+            limits: DecodeLimits::default(),
+            invariance: Invariance::None,
+        };
         model.probe()?;
         Ok(model)
     }
@@ -212,6 +222,23 @@ impl Model {
         self
     }
 
+    /// Makes embeddings invariant to mirroring and rotation (or not); see [`Invariance`].
+    pub fn with_invariance(mut self, invariance: Invariance) -> Model {
+        self.invariance = invariance;
+        self
+    }
+
+    /// The invariance in force.
+    pub fn invariance(&self) -> Invariance {
+        self.invariance
+    }
+
+    /// Values in one embedding: the tower's output size, times the orientations the model's
+    /// [`Invariance`] covers.
+    pub fn embedding_len(&self) -> usize {
+        self.meta.embedding_dim * self.invariance.runs(self.meta.input.height, self.meta.input.width)
+    }
+
     /// The decoding limits in force.
     pub fn limits(&self) -> &DecodeLimits {
         &self.limits
@@ -223,7 +250,8 @@ impl Model {
     }
 
     /// Runs the network on `n` preprocessed images laid out `[n, C, H, W]` and returns the
-    /// `[n, D]` outputs, row-major. One call runs on the calling thread.
+    /// `[n, D]` outputs, row-major: the raw network, without [`Invariance`]. One call runs on
+    /// the calling thread.
     pub fn run_batch(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
         let m = &self.meta.input;
         let infer = |reason: String| Error::Inference { model: self.label.clone(), reason };
@@ -242,13 +270,25 @@ impl Model {
         Ok(view.to_vec())
     }
 
+    /// Embeds `n` preprocessed images (`[n, C, H, W]`, as [`write_input`] makes them) under the
+    /// model's [`Invariance`]; `[n, L]` out, row-major, `L` = [`Model::embedding_len`].
+    pub fn embed_inputs(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
+        let m = &self.meta.input;
+        let runs = self.invariance.runs(m.height, m.width);
+        if runs == 1 {
+            return self.run_batch(input, n);
+        }
+        let all = orientations(input, n, (m.channels, m.height, m.width), self.invariance);
+        self.run_batch(&all, n * runs)
+    }
+
     /// Embeds decoded images in one network call.
     pub fn embed_images(&self, images: &[DynamicImage]) -> Result<Vec<Embedding>> {
         let len = self.input_len();
         let mut input = vec![0.0; images.len() * len];
         input.par_chunks_mut(len).zip(images).for_each(|(out, img)| write_input(img, &self.meta, out));
-        let out = self.run_batch(&input, images.len())?;
-        Ok(out.chunks(self.meta.embedding_dim.max(1)).map(<[f32]>::to_vec).collect())
+        let out = self.embed_inputs(&input, images.len())?;
+        Ok(out.chunks(self.embedding_len().max(1)).map(<[f32]>::to_vec).collect())
     }
 
     /// Embeds one decoded image.
@@ -271,38 +311,49 @@ impl Model {
     /// its error and the others are unaffected.
     pub fn embed_paths_batched(&self, paths: &[PathBuf], batch: usize) -> Vec<Result<Embedding>> {
         let len = self.input_len();
-        let batch = batch.max(1);
         paths
-            .par_chunks(batch)
+            .par_chunks(batch.max(1))
             .flat_map_iter(|chunk| {
-                let mut input = vec![0.0; chunk.len() * len];
-                let mut slots: Vec<Result<()>> = Vec::with_capacity(chunk.len());
                 // Decoding dominates for photos, so each image is decoded on its own task.
-                chunk
+                let prepared: Vec<Result<(&PathBuf, Vec<f32>)>> = chunk
                     .par_iter()
-                    .zip(input.par_chunks_mut(len))
-                    .map(|(path, out)| decode_file(path, &self.limits).map(|img| write_input(&img, &self.meta, out)))
-                    .collect_into_vec(&mut slots);
-                let ok: Vec<usize> = (0..chunk.len()).filter(|i| slots[*i].is_ok()).collect();
-                let packed: Vec<f32> = ok.iter().flat_map(|i| input[i * len..(i + 1) * len].iter().copied()).collect();
-                let ran = if ok.is_empty() { Ok(Vec::new()) } else { self.run_batch(&packed, ok.len()) };
-                let d = self.meta.embedding_dim;
-                let mut row = 0;
-                let mut results = Vec::with_capacity(chunk.len());
-                for (slot, path) in slots.into_iter().zip(chunk) {
-                    results.push(slot.and_then(|()| {
-                        let out = ran
-                            .as_ref()
-                            .map_err(|e| Error::Inference { model: self.label.clone(), reason: e.to_string() })?;
-                        let embedding = out[row * d..(row + 1) * d].to_vec();
-                        row += 1;
-                        if embedding.iter().any(|v| !v.is_finite()) {
-                            return Err(Error::NonFinite { model: self.label.clone(), path: path.clone() });
-                        }
-                        Ok(embedding)
-                    }));
+                    .map(|path| {
+                        let mut input = vec![0.0; len];
+                        write_input(&decode_file(path, &self.limits)?, &self.meta, &mut input);
+                        Ok((path, input))
+                    })
+                    .collect();
+                self.embed_prepared(prepared, |p| p.as_path()).into_iter().map(|r| r.map(|(_, e)| e))
+            })
+            .collect()
+    }
+
+    /// Runs the network once over the inputs that were prepared and pairs each item with its
+    /// embedding; an item whose preparation failed keeps its error, and a non-finite embedding
+    /// becomes one, naming `path(item)`.
+    pub(crate) fn embed_prepared<T>(
+        &self,
+        prepared: Vec<Result<(T, Vec<f32>)>>,
+        path: impl Fn(&T) -> &Path,
+    ) -> Vec<Result<(T, Embedding)>> {
+        let n = prepared.iter().filter(|r| r.is_ok()).count();
+        let packed: Vec<f32> =
+            prepared.iter().filter_map(|r| r.as_ref().ok()).flat_map(|(_, x)| x.iter().copied()).collect();
+        let ran = if n == 0 { Ok(Vec::new()) } else { self.embed_inputs(&packed, n) };
+        let d = self.embedding_len();
+        let mut row = 0;
+        prepared
+            .into_iter()
+            .map(|r| {
+                let (item, _) = r?;
+                let out =
+                    ran.as_ref().map_err(|e| Error::Inference { model: self.label.clone(), reason: e.to_string() })?;
+                let embedding = out[row * d..(row + 1) * d].to_vec();
+                row += 1;
+                if embedding.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::NonFinite { model: self.label.clone(), path: path(&item).to_path_buf() });
                 }
-                results
+                Ok((item, embedding))
             })
             .collect()
     }
@@ -312,9 +363,16 @@ impl Model {
         self.embed_paths_batched(paths, DEFAULT_BATCH)
     }
 
-    /// Distance between two embeddings under the model's metric.
+    /// Distance between two embeddings under the model's metric; under
+    /// [`Invariance::MirrorRotate`], the smallest distance between either image as it is and the
+    /// other in any orientation.
     pub fn distance(&self, a: &[f32], b: &[f32]) -> Result<f32> {
-        self.meta.metric.distance(a, b)
+        let (d, len) = (self.meta.embedding_dim, self.embedding_len());
+        if len == d || a.len() != len || b.len() != len {
+            return self.meta.metric.distance(a, b);
+        }
+        let metric = self.meta.metric;
+        Ok(oriented_distance(a, b, d, |x, y| metric.distance(x, y).unwrap_or(f32::INFINITY)))
     }
 
     /// Distance, probability and verdict for two embeddings.

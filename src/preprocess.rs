@@ -66,8 +66,13 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<
         return Err(Error::EmptyImage { path: path.into() });
     }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(Error::UnknownFormat { path: path.into() });
+    };
+    // The JPEG decoder fills a truncated scan with grey rather than failing; a photo cut short
+    // in a copy or a download must be reported, not matched.
+    if format == image::ImageFormat::Jpeg && !jpeg_complete(bytes) {
+        return Err(Error::Decode { path: path.into(), reason: "truncated file (no end-of-image marker)".into() });
     }
     // Decoders are large parsers of hostile bytes; a panic in one must cost one file, not a scan.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_checked(reader, limits)));
@@ -75,6 +80,14 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<
         Ok(result) => result.map_err(|e| decode_error(path, e)),
         Err(_) => Err(Error::Decode { path: path.into(), reason: "decoder panicked on malformed data".into() }),
     }
+}
+
+/// Whether an end-of-image marker follows the last start-of-scan. Entropy-coded data never holds
+/// a bare `FF` byte (it is stuffed as `FF 00`), so both markers are unambiguous there; trailing
+/// bytes after the end marker, which many cameras write, are allowed.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    last_scan.is_some_and(|at| bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 fn decode_checked(mut reader: ImageReader<Cursor<&[u8]>>, limits: &DecodeLimits) -> Result<DynamicImage, ImageError> {
@@ -111,7 +124,7 @@ fn filter_type(f: Filter) -> imageops::FilterType {
 
 /// Drops alpha by compositing over white, so a transparent background reads the same whatever
 /// colour the encoder left under it.
-fn flatten_rgb(img: &DynamicImage) -> RgbImage {
+pub(crate) fn flatten_rgb(img: &DynamicImage) -> RgbImage {
     if !img.color().has_alpha() {
         return img.to_rgb8();
     }

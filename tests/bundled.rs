@@ -42,3 +42,31 @@ fn mnist_models_tell_the_example_digits_apart() {
         assert!(!model.compare(&seven_a, &one).unwrap().similar, "{}: a seven and a one", path.display());
     }
 }
+
+#[test]
+fn photo_models_match_the_example_copies_and_only_them() {
+    let photo = |name: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/photos").join(name);
+    let names = ["coffee.jpg", "coffee-edited.jpg", "astronaut.jpg", "astronaut-framed.jpg", "chelsea.jpg"];
+    let copies = [(0, 1), (2, 3)];
+    for path in
+        bundled().into_iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("photo")))
+    {
+        let model = Model::open(&path).unwrap();
+        let e: Vec<_> = names.iter().map(|n| model.embed_file(&photo(n)).unwrap()).collect();
+        for i in 0..e.len() {
+            for j in i + 1..e.len() {
+                let c = model.compare(&e[i], &e[j]).unwrap();
+                let want = copies.contains(&(i, j));
+                assert_eq!(
+                    c.similar,
+                    want,
+                    "{}: {} vs {} at distance {}",
+                    path.display(),
+                    names[i],
+                    names[j],
+                    c.distance
+                );
+            }
+        }
+    }
+}

@@ -5,11 +5,13 @@ use std::process::ExitCode;
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
-    /// The command ran and found nothing to report (compare: not similar).
+    /// The command ran and found nothing to report (compare: not similar; scan: no duplicate
+    /// group or outlier).
     Nothing = 0,
-    /// The command ran and found something (compare: similar).
+    /// The command ran and found something (compare: similar; scan: at least one group or
+    /// outlier; query: at least one duplicate).
     Found = 1,
-    /// Bad arguments, an unusable model, or some inputs failed.
+    /// Bad arguments, an unusable model or index, or (embed, compare, query) an input failed.
     Error = 2,
 }
 
@@ -20,6 +22,7 @@ impl From<Code> for ExitCode {
 }
 
 pub const HELP: &str = "Exit codes:
-  0  success; nothing found (compare: the images are not similar)
-  1  success; something found (compare: the images are similar)
-  2  error: bad arguments, unusable model, or at least one input failed (its error is reported)";
+  0  success; nothing found (compare: not similar; scan/outliers: no group or outlier)
+  1  success; something found (compare: similar; scan/outliers: groups or outliers; query: a duplicate)
+  2  error: bad arguments, unusable model or index, or an input of embed/compare/query failed
+     (scan and outliers report unreadable files as error records and still finish)";

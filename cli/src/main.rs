@@ -21,6 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Scan folders for near-duplicate groups (and, with --outliers, images that do not belong),
+    /// keeping an index so that a rescan only embeds new and changed files.
+    Scan(commands::scan::ScanArgs),
+    /// Scan folders and report the images that do not belong.
+    Outliers(commands::scan::OutliersArgs),
+    /// Nearest neighbours of new images in an existing index, without a rescan.
+    Query(commands::scan::QueryArgs),
     /// Print the embedding of each image.
     Embed(commands::embed::Args),
     /// Compare two images: distance, probability of being similar, and the verdict.
@@ -32,17 +39,26 @@ enum Command {
     /// Train a tower on labelled images and export it (needs the `train` feature).
     #[cfg(feature = "train")]
     Train(commands::train::Args),
+    /// Train the photo tower on a folder of unlabelled photos, self-supervised (needs the
+    /// `train` feature).
+    #[cfg(feature = "train")]
+    TrainPhoto(commands::train_photo::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Scan(args) => commands::scan::run_scan(args),
+        Command::Outliers(args) => commands::scan::run_outliers(args),
+        Command::Query(args) => commands::scan::run_query(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Eval(args) => commands::eval::run(args),
         #[cfg(feature = "train")]
         Command::Train(args) => commands::train::run(args),
+        #[cfg(feature = "train")]
+        Command::TrainPhoto(args) => commands::train_photo::run(args),
     };
     match result {
         Ok(code) => code.into(),

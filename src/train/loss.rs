@@ -20,6 +20,13 @@ pub enum Loss {
         /// Required gap between the two distances.
         margin: f32,
     },
+    /// InfoNCE (NT-Xent) over two views of each image in a batch: each view must pick its
+    /// partner out of every other view, by cosine similarity over `temperature`. Needs
+    /// L2-normalised embeddings.
+    InfoNce {
+        /// Softmax temperature.
+        temperature: f32,
+    },
 }
 
 impl Loss {
@@ -30,6 +37,7 @@ impl Loss {
             Loss::Mse => "mse",
             Loss::Contrastive { .. } => "contrastive",
             Loss::Triplet { .. } => "triplet",
+            Loss::InfoNce { .. } => "infonce",
         }
     }
 
@@ -62,7 +70,9 @@ pub fn pair_loss(loss: Loss, d: &Tensor, y: &Tensor, z: &Tensor) -> Result<Tenso
             let neg = (y.affine(-1.0, 1.0)? * d.affine(-1.0, f64::from(margin))?.relu()?.sqr()?)?;
             (pos + neg)?.mean_all()
         }
-        Loss::Triplet { .. } => Err(candle_core::Error::Msg("triplet loss works on labelled images, not pairs".into())),
+        Loss::Triplet { .. } | Loss::InfoNce { .. } => {
+            Err(candle_core::Error::Msg(format!("the {} loss works on whole batches, not pairs", loss.name())))
+        }
     }
 }
 
@@ -81,4 +91,35 @@ pub fn triplet_loss(e: &Tensor, same: &Tensor, margin: f32) -> Result<Tensor> {
     let far = (d.max_all()?.detach().affine(1.0, 1.0)? * 2.0)?;
     let hardest_neg = (&d + same.broadcast_mul(&far)?)?.min(1)?;
     (hardest_pos - hardest_neg)?.affine(1.0, f64::from(margin))?.relu()?.mean_all()
+}
+
+/// Loss over a batch of two views per image, `e: [2n, D]` with rows `i` and `i + n` the two
+/// views of image `i`; every other row is a negative. InfoNCE as documented on
+/// [`Loss::InfoNce`]; the contrastive loss averages its positive term over the `2n` positive
+/// ordered pairs and its negative term over the rest.
+pub fn views_loss(loss: Loss, e: &Tensor) -> Result<Tensor> {
+    let m = e.dim(0)?;
+    let n = m / 2;
+    let partner: Vec<f32> = (0..m * m).map(|k| f32::from(u8::from((k / m + n) % m == k % m))).collect();
+    let partner = Tensor::from_vec(partner, (m, m), e.device())?;
+    let eye = Tensor::eye(m, candle_core::DType::F32, e.device())?;
+    match loss {
+        Loss::InfoNce { temperature } => {
+            let logits = (e.matmul(&e.t()?)? / f64::from(temperature))?;
+            // Each row's own view is not a candidate.
+            let logits = (logits - (&eye * 1e4)?)?;
+            let log_p = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            (log_p * &partner)?.sum_all()? / -(m as f64)
+        }
+        Loss::Contrastive { margin } => {
+            let sq = e.sqr()?.sum_keepdim(1)?;
+            let d2 = (sq.broadcast_add(&sq.t()?)? - (e.matmul(&e.t()?)? * 2.0)?)?.relu()?;
+            let d = d2.affine(1.0, 1e-12)?.sqrt()?;
+            let negative = (partner.ones_like()? - &partner - &eye)?;
+            let pos = ((&d2 * &partner)?.sum_all()? / m as f64)?;
+            let neg = (d.affine(-1.0, f64::from(margin))?.relu()?.sqr()? * &negative)?.sum_all()?;
+            pos + (neg / (m * (m - 2)).max(1) as f64)?
+        }
+        other => Err(candle_core::Error::Msg(format!("the {} loss needs labelled pairs", other.name()))),
+    }
 }

@@ -8,6 +8,7 @@ mod gemm;
 mod layers;
 mod loss;
 mod net;
+mod photo;
 
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 pub use loss::Loss;
 pub use net::Net;
+pub use photo::{photo_parity, suite_score, train_photos, PhotoConfig, PhotoEpoch, PhotoTrained};
 
 use crate::dataset::{make_pairs, Dataset, Pair};
 use crate::error::{Error, Result};
@@ -123,6 +125,9 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
     let invalid = |reason: String| Error::Training { reason };
     if data.shape != spec.input {
         return Err(invalid(format!("data images are {:?}, the tower takes {:?}", data.shape, spec.input)));
+    }
+    if matches!(config.loss, Loss::InfoNce { .. }) {
+        return Err(invalid("the infonce loss trains on photos (train_photos), not on labelled pairs".into()));
     }
     let pairs = make_pairs(&data.labels, config.pairs, config.seed);
     let split = pairs.len() * 7 / 10;

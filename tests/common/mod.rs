@@ -88,3 +88,21 @@ pub fn picture(w: u32, h: u32, seed: u64) -> image::RgbImage {
         image::Rgb([((u * a).sin() * 127.0 + 128.0) as u8, ((v * b).cos() * 127.0 + 128.0) as u8, ((u + v) * c) as u8])
     })
 }
+
+/// A deterministic picture with plenty of edges: seeded rectangles of seeded colours over a
+/// gradient, like a busy photo at a distance.
+pub fn busy_picture(w: u32, h: u32, seed: u64) -> image::RgbImage {
+    let mut img = picture(w, h, seed);
+    let mut rng = SplitMix64::new(seed ^ 0xb05);
+    for _ in 0..60 {
+        let (x0, y0) = (rng.below(w as usize) as u32, rng.below(h as usize) as u32);
+        let (rw, rh) = (1 + rng.below(w as usize / 5) as u32, 1 + rng.below(h as usize / 5) as u32);
+        let colour = image::Rgb([rng.below(256) as u8, rng.below(256) as u8, rng.below(256) as u8]);
+        for y in y0..(y0 + rh).min(h) {
+            for x in x0..(x0 + rw).min(w) {
+                img.put_pixel(x, y, colour);
+            }
+        }
+    }
+    img
+}

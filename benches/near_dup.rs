@@ -1,0 +1,134 @@
+//! The near-duplicate benchmark: from the benchmark part of a photo folder (photos that neither
+//! training nor calibration saw, see `twinscan::augment::part_of`) it builds originals, one copy
+//! of each kind per original, hard negatives and distractors, and scores a model, with and
+//! without mirror/rotation invariance, and the perceptual-hash baseline (pHash from the
+//! `image_hasher` crate, Hamming distance <= 10) on every pair.
+//!
+//! ```sh
+//! scripts/fetch-data.sh photos
+//! cargo bench --bench near_dup -- [--data data/photos] [--model models/photo.onnx] [--originals 3] [--seed 1]
+//! ```
+//! Prints Markdown tables. Duplicate pairs are an original with one of its copies; distinct
+//! pairs are any two images of different groups; two copies of one original are not scored.
+//! Mirror and rotation copies count toward the overall figures only where invariance is on
+//! (their recall is shown everywhere).
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use image::DynamicImage;
+use image_hasher::{HashAlg, HasherConfig};
+use rayon::prelude::*;
+use twinscan::augment::{best_score, build_suite, load_photos, score, select, Part, Score, SuiteImage, Transform};
+use twinscan::{Invariance, Model};
+
+struct Args {
+    data: PathBuf,
+    model: PathBuf,
+    originals: usize,
+    seed: u64,
+}
+
+fn parse() -> Result<Args, Box<dyn Error>> {
+    let mut a = Args { data: "data/photos".into(), model: "models/photo.onnx".into(), originals: 3, seed: 1 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--data" => a.data = value()?.into(),
+            "--model" => a.model = value()?.into(),
+            "--originals" => a.originals = value()?.parse()?,
+            "--seed" => a.seed = value()?.parse()?,
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(a)
+}
+
+struct Row {
+    name: String,
+    score: Score,
+}
+
+fn embed(model: &Model, images: &[DynamicImage]) -> Result<Vec<Vec<f32>>, twinscan::Error> {
+    let chunks: Vec<_> = images.par_chunks(32).map(|c| model.embed_images(c)).collect::<Result<_, _>>()?;
+    Ok(chunks.into_iter().flatten().collect())
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse()?;
+    let (photos, errors) = load_photos(&args.data, 1024, 256)?;
+    for e in errors {
+        eprintln!("skipped {e}");
+    }
+    let held_out = select(&photos, Part::Benchmark);
+    let suite: Vec<SuiteImage> = build_suite(&held_out, args.originals, args.seed);
+    let images: Vec<DynamicImage> = suite.iter().map(|s| DynamicImage::ImageRgb8(s.image.clone())).collect();
+    let originals = suite.iter().filter(|s| s.role == twinscan::augment::Role::Original).count();
+    println!(
+        "Near-duplicate suite: {} held-out photos, {originals} originals, {} images, seed {}; model {}\n",
+        held_out.len(),
+        suite.len(),
+        args.seed,
+        args.model.display()
+    );
+
+    let mut rows = Vec::new();
+    let mut timing = Vec::new();
+    for inv in [Invariance::None, Invariance::MirrorRotate] {
+        let model = Model::open(&args.model)?.with_invariance(inv);
+        let start = Instant::now();
+        let emb = embed(&model, &images)?;
+        timing.push((inv, start.elapsed().as_secs_f64() * 1e3 / images.len() as f64));
+        let distance = |i: usize, j: usize| model.distance(&emb[i], &emb[j]).unwrap_or(f32::INFINITY);
+        let on = inv != Invariance::None;
+        let label = if on { "model, invariance on" } else { "model" };
+        rows.push(Row {
+            name: format!("{label}, default threshold"),
+            score: score(&suite, &distance, model.meta().threshold, on),
+        });
+        rows.push(Row { name: format!("{label}, best threshold"), score: best_score(&suite, &distance, on) });
+    }
+    let hasher = HasherConfig::new().hash_size(8, 8).preproc_dct().hash_alg(HashAlg::Mean).to_hasher();
+    let start = Instant::now();
+    let hashes: Vec<_> = images.par_iter().map(|img| hasher.hash_image(img)).collect();
+    let phash_ms = start.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
+    let hamming = |i: usize, j: usize| hashes[i].dist(&hashes[j]) as f32;
+    for on in [false, true] {
+        let kinds = if on { "all kinds" } else { "without mirror/rotate" };
+        rows.push(Row { name: format!("pHash <= 10, {kinds}"), score: score(&suite, &hamming, 10.0, on) });
+        rows.push(Row { name: format!("pHash, best threshold, {kinds}"), score: best_score(&suite, &hamming, on) });
+    }
+
+    println!("| scorer | threshold | precision | recall | F1 | TP | FP | missed |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        let c = r.score.overall;
+        println!(
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} | {} |",
+            r.name,
+            r.score.threshold,
+            c.precision(),
+            c.recall(),
+            c.f1(),
+            c.tp,
+            c.fp,
+            c.missed
+        );
+    }
+    println!("\nRecall per kind of copy (original-copy pairs):\n");
+    let cols: Vec<&Row> = rows.iter().filter(|r| !r.name.contains("without")).collect();
+    println!("| kind | {} |", cols.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" | "));
+    println!("| --- |{}", " ---: |".repeat(cols.len()));
+    for (k, kind) in Transform::ALL.iter().enumerate() {
+        let cells: Vec<String> = cols.iter().map(|r| format!("{:.3}", r.score.per_kind[k].1)).collect();
+        println!("| {} | {} |", kind.name(), cells.join(" | "));
+    }
+    println!("\nEmbedding cost per in-memory image (preprocess + network, all cores):");
+    for (inv, ms) in timing {
+        println!("- invariance {}: {ms:.2} ms", inv.as_str());
+    }
+    println!("- pHash: {phash_ms:.2} ms");
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! `scan`, `outliers` and `query`: folders to an up-to-date index, then duplicate groups,
+//! outliers, or the neighbours of new images.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use twinscan::detect::{duplicate_groups, outliers, Group, Outlier, OutlierRule};
+use twinscan::index::{Entry, Index, IndexLock};
+use twinscan::scan::{collect_files, update, UpdateReport, WalkOptions};
+use twinscan::{Model, DEFAULT_BATCH};
+
+use super::{json_line, ModelArg};
+use crate::exit::Code;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    Text,
+    /// JSON Lines: typed records `group`, `outlier`, `neighbour`, `error`, `summary`.
+    Json,
+    /// One CSV row per group member, outlier or error.
+    Csv,
+}
+
+#[derive(clap::Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// Index file [default: `$XDG_CACHE_HOME/twinscan/<hash of the folders>.twinscan`, or under
+    /// `~/.cache`]. Never written inside the scanned folders unless asked.
+    #[arg(long, value_name = "PATH")]
+    index: Option<PathBuf>,
+    /// Discard the index and embed everything again (needed after a model change).
+    #[arg(long)]
+    rebuild: bool,
+    /// Follow symbolic links (loops are detected and reported).
+    #[arg(long)]
+    follow_links: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+    /// Same as `--format csv`.
+    #[arg(long, conflicts_with_all = ["format", "json"])]
+    csv: bool,
+}
+
+impl IndexArgs {
+    fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else if self.csv {
+            Format::Csv
+        } else {
+            self.format
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    common: IndexArgs,
+    /// Distance at or below which two images are duplicates [default: the model's].
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Also report outliers.
+    #[arg(long)]
+    outliers: bool,
+    #[command(flatten)]
+    outlier: OutlierArgs,
+    /// Folders (or files) to scan.
+    #[arg(required = true, value_name = "DIR")]
+    roots: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct OutlierArgs {
+    /// Neighbours per outlier score.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Flag the N highest scores instead of the robust rule (median + 3 x 1.4826 x MAD).
+    #[arg(long, value_name = "N")]
+    top: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct OutliersArgs {
+    #[command(flatten)]
+    common: IndexArgs,
+    #[command(flatten)]
+    outlier: OutlierArgs,
+    /// Folders (or files) to scan.
+    #[arg(required = true, value_name = "DIR")]
+    roots: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// Index written by `twinscan scan`.
+    #[arg(long, value_name = "PATH")]
+    index: PathBuf,
+    /// Neighbours per image.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    #[arg(long)]
+    json: bool,
+    /// Images to look up (not added to the index).
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+}
+
+fn default_index(roots: &[PathBuf]) -> Result<PathBuf> {
+    let mut names: Vec<String> =
+        roots.iter().map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()).display().to_string()).collect();
+    names.sort();
+    let hash = Sha256::digest(names.join("\n").as_bytes());
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(
+            std::env::var_os("HOME").context("no HOME or XDG_CACHE_HOME for the default index; pass --index")?,
+        )
+        .join(".cache"),
+    };
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(base.join("twinscan").join(format!("{hex}.twinscan")))
+}
+
+/// Loads the index (or starts one), brings it up to date with the folders, saves it.
+fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index, UpdateReport, usize)> {
+    let path = match &args.index {
+        Some(p) => p.clone(),
+        None => default_index(roots)?,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _lock = IndexLock::acquire(&path)?;
+    let invariance = model.invariance().as_str();
+    let mut index = if args.rebuild || !path.exists() {
+        Index::new(model.fingerprint(), invariance)
+    } else {
+        let index = Index::load(&path)?;
+        index.check_model(&path, model.fingerprint(), invariance)?;
+        index
+    };
+    let (mut files, walk_errors) = collect_files(roots, &WalkOptions { follow_links: args.follow_links });
+    // An index kept inside a scanned folder (and its lock and temporary files) is not an image.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = std::fs::canonicalize(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))).ok();
+    let own = |f: &Path| {
+        f.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&name))
+            && f.parent()
+                .and_then(|d| std::fs::canonicalize(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
+                == dir
+    };
+    files.retain(|f| !own(f));
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C while the batch in flight finishes kills the process as usual.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images embedded  {eta} left")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let progress = |done: usize, total: usize| {
+        if let Some(bar) = &bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    };
+    let mut report = update(&mut index, &files, model, DEFAULT_BATCH * 4, &stop, &progress);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report.errors.splice(0..0, walk_errors);
+    index.save(&path)?;
+    if report.stopped {
+        eprintln!(
+            "twinscan: interrupted; {} images embedded so far are saved in {}",
+            index.entries.len(),
+            path.display()
+        );
+    }
+    Ok((index, report, files.len()))
+}
+
+fn print_errors(report: &UpdateReport, format: Format, out: &mut impl Write) -> Result<()> {
+    for e in &report.errors {
+        let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+        match format {
+            Format::Json => {
+                json_line(&json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}))
+            }
+            Format::Csv => writeln!(out, "error,,{},,,,,{}", csv(&path), csv(&e.to_string()))?,
+            Format::Text => eprintln!("twinscan: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn print_groups(groups: &[Group], entries: &[Entry], format: Format, out: &mut impl Write) -> Result<()> {
+    for (id, g) in groups.iter().enumerate() {
+        let keep = &entries[g.members[0].entry];
+        match format {
+            Format::Json => {
+                let members: Vec<_> = g
+                    .members
+                    .iter()
+                    .map(|m| json!({"path": entries[m.entry].path, "distance": m.distance, "exact": m.exact}))
+                    .collect();
+                json_line(
+                    &json!({"type": "group", "id": id + 1, "exact": g.exact(), "keep": keep.path, "members": members}),
+                );
+            }
+            Format::Csv => {
+                for (i, m) in g.members.iter().enumerate() {
+                    let role = if i == 0 { "keep" } else { "duplicate" };
+                    let path = entries[m.entry].path.display().to_string();
+                    writeln!(out, "group,{},{},{role},{},{},,", id + 1, csv(&path), m.distance, m.exact)?;
+                }
+            }
+            Format::Text => {
+                writeln!(out, "group {}{}", id + 1, if g.exact() { " (exact copies)" } else { "" })?;
+                for (i, m) in g.members.iter().enumerate() {
+                    let e = &entries[m.entry];
+                    let role = if i == 0 {
+                        "keep"
+                    } else if m.exact {
+                        "exact"
+                    } else {
+                        "near"
+                    };
+                    let distance = if i == 0 { String::new() } else { format!("  distance {:.4}", m.distance) };
+                    writeln!(out, "  {role:<5} {} ({}x{}){distance}", e.path.display(), e.dims.0, e.dims.1)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_outliers(found: &[Outlier], entries: &[Entry], format: Format, out: &mut impl Write) -> Result<()> {
+    for o in found {
+        let path = &entries[o.entry].path;
+        match format {
+            Format::Json => json_line(&json!({"type": "outlier", "path": path, "score": o.score})),
+            Format::Csv => writeln!(out, "outlier,,{},,,,{},", csv(&path.display().to_string()), o.score)?,
+            Format::Text => writeln!(out, "outlier  score {:.4}  {}", o.score, path.display())?,
+        }
+    }
+    Ok(())
+}
+
+struct Found {
+    groups: usize,
+    duplicates: usize,
+    outliers: usize,
+}
+
+fn print_summary(report: &UpdateReport, files: usize, found: &Found, format: Format) {
+    let line = json!({
+        "type": "summary", "files": files, "embedded": report.embedded, "unchanged": report.unchanged,
+        "removed": report.removed, "not_images": report.not_images, "errors": report.errors.len(),
+        "interrupted": report.stopped, "groups": found.groups, "duplicates": found.duplicates, "outliers": found.outliers,
+    });
+    match format {
+        Format::Json => json_line(&line),
+        _ => eprintln!(
+            "twinscan: {files} files: {} embedded, {} unchanged, {} not images, {} errors; {} groups ({} duplicates), {} outliers",
+            report.embedded,
+            report.unchanged,
+            report.not_images,
+            report.errors.len(),
+            found.groups,
+            found.duplicates,
+            found.outliers
+        ),
+    }
+}
+
+fn rule(args: &OutlierArgs) -> OutlierRule {
+    args.top.map_or(OutlierRule::Robust, OutlierRule::Top)
+}
+
+pub fn run_scan(args: ScanArgs) -> Result<Code> {
+    let model = args.common.model.load()?;
+    let threshold = args.threshold.unwrap_or(model.meta().threshold);
+    if !(threshold.is_finite() && threshold >= 0.0) {
+        bail!("--threshold must be a non-negative distance");
+    }
+    let format = args.common.format();
+    let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
+    let groups = duplicate_groups(&index.entries, &model, threshold)?;
+    let found_outliers =
+        if args.outliers { outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier))? } else { Vec::new() };
+    let mut out = std::io::stdout().lock();
+    if format == Format::Csv {
+        writeln!(out, "type,group,path,role,distance,exact,score,error")?;
+    }
+    print_groups(&groups, &index.entries, format, &mut out)?;
+    print_outliers(&found_outliers, &index.entries, format, &mut out)?;
+    print_errors(&report, format, &mut out)?;
+    let found = Found {
+        groups: groups.len(),
+        duplicates: groups.iter().map(|g| g.members.len() - 1).sum(),
+        outliers: found_outliers.len(),
+    };
+    print_summary(&report, files, &found, format);
+    Ok(if found.groups + found.outliers > 0 { Code::Found } else { Code::Nothing })
+}
+
+pub fn run_outliers(args: OutliersArgs) -> Result<Code> {
+    let model = args.common.model.load()?;
+    let format = args.common.format();
+    let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
+    let found_outliers = outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier))?;
+    let mut out = std::io::stdout().lock();
+    if format == Format::Csv {
+        writeln!(out, "type,group,path,role,distance,exact,score,error")?;
+    }
+    print_outliers(&found_outliers, &index.entries, format, &mut out)?;
+    print_errors(&report, format, &mut out)?;
+    let found = Found { groups: 0, duplicates: 0, outliers: found_outliers.len() };
+    print_summary(&report, files, &found, format);
+    Ok(if found.outliers > 0 { Code::Found } else { Code::Nothing })
+}
+
+pub fn run_query(args: QueryArgs) -> Result<Code> {
+    let model = args.model.load()?;
+    let index = Index::load(&args.index)?;
+    index.check_model(&args.index, model.fingerprint(), model.invariance().as_str())?;
+    let mut out = std::io::stdout().lock();
+    let (mut failed, mut matched) = (false, false);
+    for (path, result) in args.images.iter().zip(model.embed_paths(&args.images)) {
+        let embedding = match result {
+            Ok(e) => e,
+            Err(e) => {
+                failed = true;
+                if args.json {
+                    json_line(&json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}));
+                } else {
+                    eprintln!("twinscan: {e}");
+                }
+                continue;
+            }
+        };
+        let mut near: Vec<(f32, &Path)> = index
+            .entries
+            .iter()
+            .map(|e| Ok((model.distance(&embedding, &e.embedding)?, e.path.as_path())))
+            .collect::<twinscan::Result<_>>()?;
+        near.sort_by(|a, b| a.0.total_cmp(&b.0));
+        near.truncate(args.k);
+        if !args.json {
+            writeln!(out, "{}", path.display())?;
+        }
+        for (d, p) in near {
+            let similar = d <= model.meta().threshold;
+            matched |= similar;
+            if args.json {
+                json_line(&json!({"type": "neighbour", "query": path, "path": p, "distance": d, "similar": similar}));
+            } else {
+                writeln!(out, "  {d:.4}  {}{}", p.display(), if similar { "  (duplicate)" } else { "" })?;
+            }
+        }
+    }
+    Ok(if failed {
+        Code::Error
+    } else if matched {
+        Code::Found
+    } else {
+        Code::Nothing
+    })
+}

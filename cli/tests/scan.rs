@@ -1,0 +1,114 @@
+//! `twinscan scan` end to end with the built-in model on `examples/photos` (planted copies and
+//! one outlier), plus hostile files, rescans and a damaged index.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn twinscan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/photos")
+}
+
+fn records(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+fn of_type<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == t).collect()
+}
+
+fn name(v: &Value) -> String {
+    Path::new(v.as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// A copy of the examples plus files that must not stop a scan.
+fn folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(examples()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jpg") {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let bytes = std::fs::read(examples().join("coffee.jpg")).unwrap();
+    std::fs::write(dir.path().join("truncated.jpg"), &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(dir.path().join("empty.png"), b"").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not an image").unwrap();
+    dir
+}
+
+#[test]
+fn scan_groups_the_planted_copies_flags_the_outlier_and_reports_bad_files() {
+    let dir = folder();
+    let index = dir.path().join("idx.twinscan");
+    let root = dir.path().to_str().unwrap();
+    let out = twinscan(&["scan", "--json", "--outliers", "--index", index.to_str().unwrap(), root]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = records(&out);
+    let mut groups: Vec<Vec<String>> = of_type(&r, "group")
+        .iter()
+        .map(|g| {
+            let mut m: Vec<String> = g["members"].as_array().unwrap().iter().map(|m| name(&m["path"])).collect();
+            m.sort();
+            m
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        vec![
+            vec!["astronaut-framed.jpg", "astronaut.jpg"],
+            vec!["chelsea-grey.jpg", "chelsea.jpg"],
+            vec!["coffee-copy.jpg", "coffee-edited.jpg", "coffee.jpg"],
+            vec!["rocket-small.jpg", "rocket.jpg"],
+        ]
+    );
+    let exact: Vec<String> = of_type(&r, "group")
+        .iter()
+        .flat_map(|g| g["members"].as_array().unwrap().iter().skip(1))
+        .filter(|m| m["exact"] == true)
+        .map(|m| name(&m["path"]))
+        .collect();
+    // Which of two identical files is kept depends on their modification times.
+    assert!(exact == ["coffee-copy.jpg"] || exact == ["coffee.jpg"], "only the byte copy is exact: {exact:?}");
+    let outliers: Vec<String> = of_type(&r, "outlier").iter().map(|o| name(&o["path"])).collect();
+    assert_eq!(outliers, vec!["page.jpg"]);
+    let mut errors: Vec<String> = of_type(&r, "error").iter().map(|e| name(&e["path"])).collect();
+    errors.sort();
+    assert_eq!(errors, vec!["empty.png", "truncated.jpg"], "the text file is passed over, not an error");
+    let summary = of_type(&r, "summary")[0];
+    assert_eq!((summary["embedded"].as_u64(), summary["not_images"].as_u64()), (Some(10), Some(1)));
+
+    // A rescan embeds nothing; a changed file is embedded again; a vanished one is dropped.
+    std::fs::remove_file(dir.path().join("rocket.jpg")).unwrap();
+    std::fs::copy(examples().join("coffee.jpg"), dir.path().join("coffee-edited.jpg")).unwrap();
+    let again = records(&twinscan(&["scan", "--json", "--index", index.to_str().unwrap(), root]));
+    let summary = of_type(&again, "summary")[0];
+    assert_eq!(summary["embedded"].as_u64(), Some(1), "{summary}");
+    assert_eq!(summary["unchanged"].as_u64(), Some(8), "{summary}");
+    let coffee = of_type(&again, "group").into_iter().find(|g| name(&g["keep"]).starts_with("coffee")).unwrap();
+    assert_eq!(coffee["exact"], true, "the rewritten file is now a byte copy");
+}
+
+#[test]
+fn a_damaged_index_is_refused_with_the_way_out() {
+    let dir = folder();
+    let index = dir.path().join("idx.twinscan");
+    let root = dir.path().to_str().unwrap();
+    assert_ne!(twinscan(&["scan", "--index", index.to_str().unwrap(), root]).status.code(), Some(2));
+    let mut bytes = std::fs::read(&index).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&index, bytes).unwrap();
+    let out = twinscan(&["scan", "--index", index.to_str().unwrap(), root]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("checksum") && err.contains("--rebuild"), "{err}");
+    let out = twinscan(&["scan", "--rebuild", "--index", index.to_str().unwrap(), root]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}

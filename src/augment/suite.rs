@@ -1,0 +1,279 @@
+//! The near-duplicate suite: originals cut from photos, a copy of each of every
+//! [`Transform`] kind, hard negatives (other photos of the same scene) and distractors; and its
+//! pairwise scoring. The benchmark runs it on held-out photos; the photo trainer calibrates its
+//! threshold on it with other photos.
+
+use image::RgbImage;
+
+use super::photos::Photo;
+use super::transforms::{uniform, Transform};
+use super::views::{detail, Window, MIN_DETAIL};
+use crate::tower::SplitMix64;
+
+/// Longest side of the suite's images: a phone photo shared online.
+pub const SUITE_SIDE: u32 = 512;
+
+/// What an image of the suite is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A window of a photo that has copies.
+    Original,
+    /// A copy of the original of its group.
+    Copy(Transform),
+    /// Same photo, a window next to an original overlapping it by a fifth to two fifths: a
+    /// neighbouring shot of one scene.
+    Neighbour,
+    /// Same photo, a window moved by a fifth to three tenths of its size and rescaled by up to
+    /// 10%: the next frame of a burst.
+    Burst,
+    /// An unrelated window with no copies.
+    Distractor,
+}
+
+/// One image of the suite.
+#[derive(Debug, Clone)]
+pub struct SuiteImage {
+    /// Pixels.
+    pub image: RgbImage,
+    /// What it is.
+    pub role: Role,
+    /// Images with the same group are duplicates of one another; every hard negative and
+    /// distractor has a group of its own.
+    pub group: usize,
+}
+
+/// Builds the suite from `photos`: up to `originals` originals per photo. Windows are placed by
+/// seeded rejection sampling: originals and distractors overlap nothing else by more than 10%
+/// (intersection over union), hard negatives nothing but their own original by more than 25%,
+/// and none is flatter than [`MIN_DETAIL`]. Seeded; the same
+/// photos, count and seed give the same images.
+pub fn build_suite(photos: &[&Photo], originals: usize, seed: u64) -> Vec<SuiteImage> {
+    let mut out = Vec::new();
+    let mut group = 0;
+    for (n, photo) in photos.iter().enumerate() {
+        let mut rng = SplitMix64::new(seed ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let img = &photo.image;
+        let size = img.dimensions();
+        let mut taken: Vec<Window> = Vec::new();
+        let place = |rng: &mut SplitMix64,
+                     taken: &mut Vec<Window>,
+                     limit: f32,
+                     make: &dyn Fn(&mut SplitMix64) -> Option<Window>| {
+            for _ in 0..200 {
+                let fits = |w: &Window| taken.iter().all(|t| t.iou(w) < limit) && detail(img, w) >= MIN_DETAIL;
+                if let Some(w) = make(rng).filter(fits) {
+                    taken.push(w);
+                    return Some(w);
+                }
+            }
+            None
+        };
+        let originals: Vec<Window> = (0..originals)
+            .filter_map(|_| place(&mut rng, &mut taken, 0.1, &|r| Some(Window::random(size.0, size.1, (0.4, 0.6), r))))
+            .collect();
+        for o in &originals {
+            let base = o.cut(img, SUITE_SIDE);
+            for t in Transform::ALL {
+                out.push(SuiteImage { image: t.apply(&base, &mut rng), role: Role::Copy(t), group });
+            }
+            out.push(SuiteImage { image: base, role: Role::Original, group });
+            group += 1;
+        }
+        for o in &originals {
+            let step = |r: &mut SplitMix64, lo, hi| uniform(r, lo, hi) * if r.below(2) == 0 { -1.0 } else { 1.0 };
+            let neighbour = |r: &mut SplitMix64| {
+                let d = step(r, 0.6, 0.8);
+                o.shifted(if r.below(2) == 0 { (d, 0.0) } else { (0.0, d) }, 1.0, size)
+            };
+            let burst = |r: &mut SplitMix64| {
+                let (dx, dy) = (step(r, 0.2, 0.3), step(r, 0.0, 0.1));
+                o.shifted(if r.below(2) == 0 { (dx, dy) } else { (dy, dx) }, uniform(r, 0.9, 1.1), size)
+            };
+            // The window it was placed beside is exempt from the overlap limit by construction.
+            let own = taken.iter().position(|t| t == o);
+            for (role, make) in
+                [(Role::Neighbour, &neighbour as &dyn Fn(&mut SplitMix64) -> Option<Window>), (Role::Burst, &burst)]
+            {
+                let mut others: Vec<Window> =
+                    taken.iter().enumerate().filter(|(i, _)| Some(*i) != own).map(|(_, w)| *w).collect();
+                if let Some(w) = place(&mut rng, &mut others, 0.25, make) {
+                    taken.push(w);
+                    out.push(SuiteImage { image: w.cut(img, SUITE_SIDE), role, group });
+                    group += 1;
+                }
+            }
+        }
+        if let Some(w) = place(&mut rng, &mut taken, 0.1, &|r| Some(Window::random(size.0, size.1, (0.3, 0.6), r))) {
+            out.push(SuiteImage { image: w.cut(img, SUITE_SIDE), role: Role::Distractor, group });
+            group += 1;
+        }
+    }
+    out
+}
+
+/// Pair counts at one threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    /// Duplicate pairs called duplicates.
+    pub tp: usize,
+    /// Distinct pairs called duplicates.
+    pub fp: usize,
+    /// Duplicate pairs missed.
+    pub missed: usize,
+}
+
+impl Counts {
+    /// `tp / (tp + fp)`; 1 when nothing was called a duplicate.
+    pub fn precision(&self) -> f64 {
+        if self.tp + self.fp == 0 {
+            1.0
+        } else {
+            self.tp as f64 / (self.tp + self.fp) as f64
+        }
+    }
+
+    /// `tp / (tp + missed)`.
+    pub fn recall(&self) -> f64 {
+        self.tp as f64 / (self.tp + self.missed).max(1) as f64
+    }
+
+    /// Harmonic mean of precision and recall.
+    pub fn f1(&self) -> f64 {
+        let (p, r) = (self.precision(), self.recall());
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
+    }
+}
+
+/// The suite's score at one threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// The distance at or below which a pair is called a duplicate.
+    pub threshold: f32,
+    /// Over every scored pair.
+    pub overall: Counts,
+    /// Recall of original-copy pairs per kind, in [`Transform::ALL`] order.
+    pub per_kind: Vec<(Transform, f64)>,
+}
+
+/// A scored pair: its distance and, for a duplicate pair, the copy's kind.
+struct Scored {
+    d: f32,
+    kind: Option<Transform>,
+    counted: bool,
+}
+
+/// Which pairs count, and how: an original with its own copy is a duplicate pair; two images of
+/// different groups are a distinct pair; two copies of one original are not scored (whether a
+/// left crop duplicates a right crop is a matter of taste). Mirror and rotation copies only
+/// count toward the overall figures when `invariant`; their recall is reported either way.
+fn scored_pairs(suite: &[SuiteImage], distance: &dyn Fn(usize, usize) -> f32, invariant: bool) -> Vec<Scored> {
+    let mut pairs = Vec::new();
+    for i in 0..suite.len() {
+        for j in i + 1..suite.len() {
+            let (a, b) = (&suite[i], &suite[j]);
+            let kind = if a.group == b.group {
+                match (a.role, b.role) {
+                    (Role::Original, Role::Copy(t)) | (Role::Copy(t), Role::Original) => Some(t),
+                    _ => continue,
+                }
+            } else {
+                None
+            };
+            let counted = kind.is_none_or(|t| invariant || !t.needs_invariance());
+            pairs.push(Scored { d: distance(i, j), kind, counted });
+        }
+    }
+    pairs
+}
+
+fn score_at(pairs: &[Scored], threshold: f32) -> Score {
+    let mut overall = Counts::default();
+    let mut kinds = vec![(0usize, 0usize); Transform::ALL.len()];
+    for p in pairs {
+        let hit = p.d <= threshold;
+        if let Some(t) = p.kind {
+            let k = &mut kinds[Transform::ALL.iter().position(|x| *x == t).unwrap_or(0)];
+            k.0 += usize::from(hit);
+            k.1 += 1;
+        }
+        if !p.counted {
+            continue;
+        }
+        match (p.kind.is_some(), hit) {
+            (true, true) => overall.tp += 1,
+            (true, false) => overall.missed += 1,
+            (false, true) => overall.fp += 1,
+            (false, false) => {}
+        }
+    }
+    let per_kind = Transform::ALL.iter().zip(kinds).map(|(t, (hit, n))| (*t, hit as f64 / n.max(1) as f64)).collect();
+    Score { threshold, overall, per_kind }
+}
+
+/// Scores the suite at `threshold`; `distance(i, j)` is the distance between images `i` and
+/// `j`.
+pub fn score(suite: &[SuiteImage], distance: &dyn Fn(usize, usize) -> f32, threshold: f32, invariant: bool) -> Score {
+    score_at(&scored_pairs(suite, distance, invariant), threshold)
+}
+
+/// The threshold with the best overall F1 (the smallest such distance), and its score.
+pub fn best_score(suite: &[SuiteImage], distance: &dyn Fn(usize, usize) -> f32, invariant: bool) -> Score {
+    let pairs = scored_pairs(suite, distance, invariant);
+    let mut order: Vec<&Scored> = pairs.iter().filter(|p| p.counted && p.d.is_finite()).collect();
+    order.sort_by(|a, b| a.d.total_cmp(&b.d));
+    let positives = order.iter().filter(|p| p.kind.is_some()).count();
+    let (mut tp, mut fp, mut best, mut best_f1) = (0usize, 0usize, f32::NEG_INFINITY, -1.0);
+    for (i, p) in order.iter().enumerate() {
+        if p.kind.is_some() {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        if order.get(i + 1).is_some_and(|n| n.d == p.d) {
+            continue;
+        }
+        let f1 = 2.0 * tp as f64 / (2 * tp + fp + (positives - tp)) as f64;
+        if f1 > best_f1 {
+            (best_f1, best) = (f1, p.d);
+        }
+    }
+    score_at(&pairs, best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn photo(seed: u32) -> Photo {
+        let image = RgbImage::from_fn(400, 300, |x, y| {
+            Rgb([(x * seed % 251) as u8, (y * 7 % 253) as u8, ((x ^ y) % 256) as u8])
+        });
+        Photo { path: format!("p{seed}.png").into(), key: format!("p{seed}"), image }
+    }
+
+    #[test]
+    fn suite_has_every_role_and_scores_a_perfect_oracle_perfectly() {
+        let photos = [photo(3), photo(5), photo(7)];
+        let refs: Vec<&Photo> = photos.iter().collect();
+        let suite = build_suite(&refs, 1, 9);
+        for role in [Role::Original, Role::Neighbour, Role::Burst, Role::Distractor, Role::Copy(Transform::Crop)] {
+            assert!(suite.iter().any(|s| s.role == role), "{role:?} missing");
+        }
+        let oracle = |i: usize, j: usize| if suite[i].group == suite[j].group { 0.0 } else { 1.0 };
+        let s = score(&suite, &oracle, 0.5, true);
+        assert_eq!((s.overall.precision(), s.overall.recall()), (1.0, 1.0));
+        let best = best_score(&suite, &oracle, false);
+        assert_eq!(best.overall.f1(), 1.0);
+        // Without invariance, mirror and rotation copies leave the overall count.
+        assert!(best.overall.tp < s.overall.tp);
+        let blind = |_: usize, _: usize| 1.0;
+        let none = score(&suite, &blind, 0.5, true);
+        assert_eq!((none.overall.tp, none.overall.fp), (0, 0));
+        assert!(none.per_kind.iter().all(|(_, r)| *r == 0.0));
+    }
+}

@@ -1,0 +1,63 @@
+//! The grouping and outlier rules on hand-made embeddings: no chaining, byte copies always
+//! together, the documented image to keep, a robust outlier flag.
+
+use twinscan::detect::{duplicate_groups, outliers, OutlierRule};
+use twinscan::index::Entry;
+use twinscan::tower::{self, TowerSpec, TowerWeights};
+use twinscan::Model;
+
+fn model() -> Model {
+    let spec = TowerSpec::photo(2);
+    let meta = tower::untrained_meta(&spec).unwrap();
+    Model::from_bytes(&tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 1).unwrap(), &meta).unwrap(), "m").unwrap()
+}
+
+fn entry(name: &str, x: f32, pixels: u32, hash: u8) -> Entry {
+    Entry { path: name.into(), size: 1, modified_ns: 0, sha256: [hash; 32], dims: (pixels, 1), embedding: vec![x, 0.0] }
+}
+
+fn names(entries: &[Entry], members: &[twinscan::detect::Member]) -> Vec<String> {
+    members.iter().map(|m| entries[m.entry].path.display().to_string()).collect()
+}
+
+#[test]
+fn a_chain_of_near_images_is_not_one_group() {
+    // a - b - c - d spaced 0.8 apart with threshold 1: only neighbours of the kept image join.
+    let entries: Vec<Entry> = ["a", "b", "c", "d"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| entry(n, i as f32 * 0.8, 100 - i as u32, i as u8))
+        .collect();
+    let groups = duplicate_groups(&entries, &model(), 1.0).unwrap();
+    let got: Vec<Vec<String>> = groups.iter().map(|g| names(&entries, &g.members)).collect();
+    assert_eq!(got, vec![vec!["a", "b"], vec!["c", "d"]]);
+    assert!((groups[0].members[1].distance - 0.8).abs() < 1e-6);
+}
+
+#[test]
+fn byte_copies_always_group_and_the_largest_is_kept() {
+    let entries = vec![
+        entry("small", 0.0, 10, 1),
+        entry("far-copy", 5.0, 10, 9),
+        entry("big", 0.5, 50, 2),
+        entry("copy", 9.0, 10, 9),
+    ];
+    let groups = duplicate_groups(&entries, &model(), 1.0).unwrap();
+    assert_eq!(groups.len(), 2);
+    assert_eq!(names(&entries, &groups[0].members), vec!["big", "small"], "largest resolution kept");
+    let exact = groups.iter().find(|g| g.exact()).expect("the byte copies form a group");
+    let mut got = names(&entries, &exact.members);
+    got.sort();
+    assert_eq!(got, vec!["copy", "far-copy"]);
+}
+
+#[test]
+fn the_odd_one_out_is_flagged() {
+    let mut entries: Vec<Entry> = (0..12).map(|i| entry(&format!("p{i}"), (i % 4) as f32 * 0.1, 10, i as u8)).collect();
+    entries.push(entry("odd", 7.0, 10, 99));
+    let found = outliers(&entries, &model(), 3, OutlierRule::Robust).unwrap();
+    assert_eq!(found.iter().map(|o| entries[o.entry].path.display().to_string()).collect::<Vec<_>>(), vec!["odd"]);
+    let top = outliers(&entries, &model(), 3, OutlierRule::Top(2)).unwrap();
+    assert_eq!(top.len(), 2);
+    assert!(top[0].score >= top[1].score);
+}
