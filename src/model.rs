@@ -13,7 +13,7 @@ use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::invariance::{orientations, oriented_distance, Invariance};
-use crate::preprocess::{decode_file, write_input, DecodeLimits};
+use crate::preprocess::{decode_file, write_input, write_inputs, DecodeLimits};
 use crate::tower::{ModelMeta, PREFIX};
 
 /// An embedding: one tower output, `ModelMeta::embedding_dim` values; under
@@ -284,10 +284,7 @@ impl Model {
 
     /// Embeds decoded images in one network call.
     pub fn embed_images(&self, images: &[DynamicImage]) -> Result<Vec<Embedding>> {
-        let len = self.input_len();
-        let mut input = vec![0.0; images.len() * len];
-        input.par_chunks_mut(len).zip(images).for_each(|(out, img)| write_input(img, &self.meta, out));
-        let out = self.embed_inputs(&input, images.len())?;
+        let out = self.embed_inputs(&write_inputs(images, &self.meta), images.len())?;
         Ok(out.chunks(self.embedding_len().max(1)).map(<[f32]>::to_vec).collect())
     }
 

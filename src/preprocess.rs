@@ -4,6 +4,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::{imageops, DynamicImage, ImageError, ImageReader, RgbImage};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::tower::{Filter, ModelMeta, ResizeRule};
@@ -48,6 +49,11 @@ fn decode_error(path: &Path, e: ImageError) -> Error {
 
 /// Reads and decodes an image file under `limits`, with its EXIF orientation applied.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+    decode_bytes(&read_limited(path, limits)?, path, limits)
+}
+
+/// A file's bytes, refused without reading when it is larger than `limits` allow.
+pub(crate) fn read_limited(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
     if len > limits.max_file_bytes {
         return Err(Error::ImageTooLarge {
@@ -55,8 +61,7 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
             reason: format!("file is {len} bytes, limit {}", limits.max_file_bytes),
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_bytes(&bytes, path, limits)
+    std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// Decodes an in-memory image under `limits`, with its EXIF orientation applied; `path` only
@@ -190,6 +195,14 @@ pub fn input_pixels(img: &DynamicImage, meta: &ModelMeta) -> Vec<u8> {
 /// [`input_pixels`], then `(p / 255 - mean[c]) / std[c]`.
 pub fn write_input(img: &DynamicImage, meta: &ModelMeta, out: &mut [f32]) {
     normalize(&input_pixels(img, meta), meta, out);
+}
+
+/// The model inputs of several images, `[n, C, H, W]`, prepared in parallel.
+pub(crate) fn write_inputs(images: &[DynamicImage], meta: &ModelMeta) -> Vec<f32> {
+    let len = meta.input.channels * meta.input.height * meta.input.width;
+    let mut out = vec![0f32; images.len() * len];
+    out.par_chunks_mut(len.max(1)).zip(images).for_each(|(o, img)| write_input(img, meta, o));
+    out
 }
 
 /// `out[j] = (pixels[j] / 255 - mean[c]) / std[c]` for channel-major pixels of one image.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
-use crate::preprocess::{decode_bytes, write_input};
+use crate::preprocess::{decode_bytes, read_limited, write_input};
 use crate::Model;
 
 /// Where to look and how.
@@ -138,13 +138,7 @@ fn embed_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model) -> Vec<Result<Entr
         .par_iter()
         .map(|(path, size, modified_ns)| {
             let limits = model.limits();
-            if *size > limits.max_file_bytes {
-                return Err(Error::ImageTooLarge {
-                    path: path.clone(),
-                    reason: format!("file is {size} bytes, limit {}", limits.max_file_bytes),
-                });
-            }
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = read_limited(path, limits)?;
             let sha256: [u8; 32] = Sha256::digest(&bytes).into();
             let img = decode_bytes(&bytes, path, limits)?;
             let mut input = vec![0f32; len];

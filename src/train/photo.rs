@@ -14,7 +14,7 @@ use super::loss::{views_loss, Loss};
 use super::net::{candle_err, Net};
 use crate::augment::{best_score, detail, random_copy, Photo, Score, SuiteImage, Window, MIN_DETAIL};
 use crate::error::{Error, Result};
-use crate::preprocess::{input_pixels, normalize};
+use crate::preprocess::write_inputs;
 use crate::tower::{self, ModelMeta, Provenance, SplitMix64, TowerSpec, TowerWeights};
 
 /// Longest side of a training window before it is copied: copies are made at about the size
@@ -77,20 +77,12 @@ impl PhotoTrained {
     }
 }
 
-/// Model input values for images, in order.
-fn inputs(images: &[DynamicImage], meta: &ModelMeta) -> Vec<f32> {
-    let len = meta.input.channels * meta.input.height * meta.input.width;
-    let mut out = vec![0f32; images.len() * len];
-    out.par_chunks_mut(len).zip(images).for_each(|(o, img)| normalize(&input_pixels(img, meta), meta, o));
-    out
-}
-
 /// Embeds the suite with the network in inference mode.
 fn embed_suite(net: &Net, suite: &[SuiteImage], meta: &ModelMeta) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(suite.len() * meta.embedding_dim);
     for chunk in suite.chunks(256) {
         let images: Vec<DynamicImage> = chunk.iter().map(|s| DynamicImage::ImageRgb8(s.image.clone())).collect();
-        out.extend(net.embed(&inputs(&images, meta), images.len())?);
+        out.extend(net.embed(&write_inputs(&images, meta), images.len())?);
     }
     Ok(out)
 }
@@ -180,8 +172,8 @@ pub fn train_photos(
                 })
                 .collect();
             let (first, second): (Vec<_>, Vec<_>) = views.into_iter().map(|[a, b]| (a, b)).unzip();
-            let mut x = inputs(&first, &meta);
-            x.extend(inputs(&second, &meta));
+            let mut x = write_inputs(&first, &meta);
+            x.extend(write_inputs(&second, &meta));
             let m = 2 * windows.len();
             let x = Tensor::from_vec(x, (m, s.channels, s.height, s.width), &Device::Cpu).map_err(candle_err)?;
             let emb = net.forward_train(&x)?;
@@ -232,6 +224,6 @@ pub fn photo_parity(trained: &PhotoTrained, model: &crate::Model, images: &[Suit
     let net = Net::new(&trained.spec, &trained.weights)?;
     let ours = embed_suite(&net, images, &trained.meta)?;
     let decoded: Vec<DynamicImage> = images.iter().map(|s| DynamicImage::ImageRgb8(s.image.clone())).collect();
-    let theirs = model.run_batch(&inputs(&decoded, model.meta()), images.len())?;
+    let theirs = model.run_batch(&write_inputs(&decoded, model.meta()), images.len())?;
     Ok(ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
 }

@@ -16,6 +16,12 @@ pub struct Card<'a> {
     pub file: &'a Path,
 }
 
+/// The command line as anyone can run it from a checkout: the binary's path replaced by cargo.
+pub fn reproducible(command: &str) -> String {
+    let program = std::env::args().next().unwrap_or_default();
+    command.replacen(&program, "cargo run --release -p twinscan-cli --features train --", 1)
+}
+
 pub fn render(c: &Card) -> String {
     let m = &c.trained.meta;
     let p = &m.provenance;
@@ -23,8 +29,7 @@ pub fn render(c: &Card) -> String {
     let mut s = format!("# {name}\n\n");
     s += &format!("Tower `{}`, loss `{}`, data {}.\n\n", p.tower, p.loss, p.dataset);
     s += "## Reproduce\n\n```sh\nscripts/fetch-data.sh\n";
-    let program = std::env::args().next().unwrap_or_default();
-    let command = c.command.replacen(&program, "cargo run --release -p twinscan-cli --features train --", 1);
+    let command = reproducible(c.command);
     s += &format!("{command}\n```\n\n");
     s += "## Measured\n\n| what | value |\n| --- | --- |\n";
     s += &format!("| training-pair accuracy ({} pairs, at threshold) | {:.4} |\n", c.train.pairs, c.train.accuracy);

@@ -16,7 +16,7 @@ use crate::exit::Code;
 pub enum TowerArg {
     /// The origin study's tower: Conv 8, Conv 16, MaxPool, Dense 32.
     Seed,
-    /// Three Conv-BN-ReLU stages, global pooling, L2-normalised embedding.
+    /// Three Conv-BN-ReLU stages (16, 32, 64) with max pooling, flatten, one linear layer.
     Compact,
 }
 

@@ -156,8 +156,7 @@ fn render(
     let p = &t.meta.provenance;
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let best = &t.history[t.best_epoch - 1].calibration;
-    let program = std::env::args().next().unwrap_or_default();
-    let command = command.replacen(&program, "cargo run --release -p twinscan-cli --features train --", 1);
+    let command = super::card::reproducible(command);
     let mut s = format!("# {name}\n\nTower `{}`, loss `{}`, data {}.\n\n", p.tower, p.loss, p.dataset);
     s += &format!("## Reproduce\n\n```sh\nscripts/fetch-data.sh photos\n{command}\n```\n\n");
     s += "Self-supervised: two random copies of one window of a training photo are a positive pair, every other \
