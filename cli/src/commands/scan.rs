@@ -145,7 +145,8 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
     }
     let _lock = IndexLock::acquire(&path)?;
     let invariance = model.invariance().as_str();
-    let mut index = if args.rebuild || !path.exists() {
+    let fresh = args.rebuild || !path.exists();
+    let mut index = if fresh {
         Index::new(model.fingerprint(), invariance)
     } else {
         let index = Index::load(&path)?;
@@ -190,7 +191,9 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
         bar.finish_and_clear();
     }
     report.errors.splice(0..0, walk_errors);
-    index.save(&path)?;
+    if fresh || report.embedded > 0 || report.removed > 0 {
+        index.save(&path)?;
+    }
     if report.stopped {
         eprintln!(
             "twinscan: interrupted; {} images embedded so far are saved in {}",
