@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::index::Entry;
-use crate::Model;
+use crate::{Metric, Model};
 
 /// One member of a duplicate group.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,24 +99,43 @@ pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32) -> Res
 /// Neighbours within the threshold: `(entry, distance)` pairs.
 type Near = Vec<(usize, f32)>;
 
-/// For each representative, the other representatives within `threshold`, by exact search.
+/// For each representative, the other representatives within `threshold`, by exact search
+/// over each unordered pair once. Plain Euclidean embeddings (the usual case) are compared by
+/// squared distance against the squared threshold, a loop the compiler vectorises.
 fn near_pairs(entries: &[Entry], reps: &[usize], model: &Model, threshold: f32) -> Result<HashMap<usize, Near>> {
-    let lists: Vec<Result<(usize, Near)>> = reps
-        .par_iter()
-        .map(|&i| {
-            let mut near = Vec::new();
-            for &j in reps {
-                if j != i {
-                    let d = model.distance(&entries[i].embedding, &entries[j].embedding)?;
-                    if d <= threshold {
-                        near.push((j, d));
+    let plain = model.meta().metric == Metric::Euclidean && model.embedding_len() == model.meta().embedding_dim;
+    let t2 = threshold * threshold;
+    let rows: Vec<Result<Vec<(usize, usize, f32)>>> = (0..reps.len())
+        .into_par_iter()
+        .map(|a| {
+            let (i, x) = (reps[a], &entries[reps[a]].embedding);
+            let mut hits = Vec::new();
+            for &j in &reps[a + 1..] {
+                let y = &entries[j].embedding;
+                let d = if plain && x.len() == y.len() {
+                    let sq: f32 = x.iter().zip(y).map(|(p, q)| (p - q) * (p - q)).sum();
+                    if sq > t2 {
+                        continue;
                     }
+                    sq.sqrt()
+                } else {
+                    model.distance(x, y)?
+                };
+                if d <= threshold {
+                    hits.push((i, j, d));
                 }
             }
-            Ok((i, near))
+            Ok(hits)
         })
         .collect();
-    lists.into_iter().collect()
+    let mut near: HashMap<usize, Near> = HashMap::new();
+    for row in rows {
+        for (i, j, d) in row? {
+            near.entry(i).or_default().push((j, d));
+            near.entry(j).or_default().push((i, d));
+        }
+    }
+    Ok(near)
 }
 
 /// An image's outlier score.
