@@ -70,9 +70,10 @@ pub struct EpochMetrics {
 }
 
 /// A trained tower: the weights of the best validation epoch and the metadata that describes
-/// them.
+/// them; `H` is what each epoch measured ([`EpochMetrics`] for pair training, [`PhotoEpoch`]
+/// for the photo trainer).
 #[derive(Debug, Clone)]
-pub struct Trained {
+pub struct Trained<H = EpochMetrics> {
     /// Tower architecture.
     pub spec: TowerSpec,
     /// Weights of the best epoch.
@@ -80,12 +81,12 @@ pub struct Trained {
     /// Head, threshold and provenance as measured.
     pub meta: ModelMeta,
     /// Per-epoch metrics.
-    pub history: Vec<EpochMetrics>,
+    pub history: Vec<H>,
     /// 1-based epoch whose weights were kept.
     pub best_epoch: usize,
 }
 
-impl Trained {
+impl<H> Trained<H> {
     /// The ONNX file of the trained tower.
     pub fn to_onnx(&self) -> Result<Vec<u8>> {
         tower::write_onnx(&self.spec, &self.weights, &self.meta)

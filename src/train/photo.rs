@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::loss::{views_loss, Loss};
 use super::net::{candle_err, Net};
+use super::Trained;
 use crate::augment::{best_score, detail, random_copy, Photo, Score, SuiteImage, Window, MIN_DETAIL};
 use crate::error::{Error, Result};
 use crate::preprocess::write_inputs;
@@ -56,26 +57,7 @@ pub struct PhotoEpoch {
 }
 
 /// A trained photo tower.
-#[derive(Debug, Clone)]
-pub struct PhotoTrained {
-    /// Tower architecture.
-    pub spec: TowerSpec,
-    /// Weights of the best epoch.
-    pub weights: TowerWeights,
-    /// Metadata, with the calibrated threshold.
-    pub meta: ModelMeta,
-    /// Per-epoch metrics.
-    pub history: Vec<PhotoEpoch>,
-    /// 1-based epoch whose weights were kept.
-    pub best_epoch: usize,
-}
-
-impl PhotoTrained {
-    /// The ONNX file of the trained tower.
-    pub fn to_onnx(&self) -> Result<Vec<u8>> {
-        tower::write_onnx(&self.spec, &self.weights, &self.meta)
-    }
-}
+pub type PhotoTrained = Trained<PhotoEpoch>;
 
 /// Embeds the suite with the network in inference mode.
 fn embed_suite(net: &Net, suite: &[SuiteImage], meta: &ModelMeta) -> Result<Vec<f32>> {
@@ -215,7 +197,7 @@ pub fn train_photos(
         trainer_version: env!("CARGO_PKG_VERSION").into(),
         accuracy: Some(f1),
     };
-    Ok(PhotoTrained { spec: spec.clone(), weights, meta, history, best_epoch })
+    Ok(Trained { spec: spec.clone(), weights, meta, history, best_epoch })
 }
 
 /// Largest absolute difference between the candle network (inference mode) and the exported
