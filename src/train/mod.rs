@@ -211,16 +211,21 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
     };
     meta.head = head;
     meta.threshold = threshold;
-    meta.provenance = Provenance {
-        tower: spec.name.clone(),
-        dataset: config.dataset.clone(),
-        loss: config.loss.name().into(),
-        epochs: config.epochs as u32,
-        seed: config.seed,
-        trainer_version: env!("CARGO_PKG_VERSION").into(),
-        accuracy: Some(val_accuracy),
-    };
+    meta.provenance = provenance(spec, &config.dataset, config.loss, config.epochs, config.seed, val_accuracy);
     Ok(Trained { spec: spec.clone(), weights, meta, history, best_epoch })
+}
+
+/// What a trained model records of how it was made; `accuracy` is what chose its epoch.
+fn provenance(spec: &TowerSpec, dataset: &str, loss: Loss, epochs: usize, seed: u64, accuracy: f64) -> Provenance {
+    Provenance {
+        tower: spec.name.clone(),
+        dataset: dataset.into(),
+        loss: loss.name().into(),
+        epochs: epochs as u32,
+        seed,
+        trainer_version: env!("CARGO_PKG_VERSION").into(),
+        accuracy: Some(accuracy),
+    }
 }
 
 fn step_loss(

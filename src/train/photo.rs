@@ -12,11 +12,11 @@ use rayon::prelude::*;
 
 use super::loss::{views_loss, Loss};
 use super::net::{candle_err, Net};
-use super::Trained;
+use super::{provenance, Trained};
 use crate::augment::{best_score, detail, random_copy, Photo, Score, SuiteImage, Window, MIN_DETAIL};
 use crate::error::{Error, Result};
 use crate::preprocess::write_inputs;
-use crate::tower::{self, ModelMeta, Provenance, SplitMix64, TowerSpec, TowerWeights};
+use crate::tower::{self, ModelMeta, SplitMix64, TowerSpec, TowerWeights};
 
 /// Longest side of a training window before it is copied: copies are made at about the size
 /// the tower's 64x64 input will see, which keeps a step cheap.
@@ -188,15 +188,7 @@ pub fn train_photos(
     // The head maps the threshold to probability one half, with a slope that spans the
     // normalised distance range [0, 2].
     meta.head = crate::Head { a: 8.0 * threshold, b: 8.0 };
-    meta.provenance = Provenance {
-        tower: spec.name.clone(),
-        dataset: config.dataset.clone(),
-        loss: config.loss.name().into(),
-        epochs: config.epochs as u32,
-        seed: config.seed,
-        trainer_version: env!("CARGO_PKG_VERSION").into(),
-        accuracy: Some(f1),
-    };
+    meta.provenance = provenance(spec, &config.dataset, config.loss, config.epochs, config.seed, f1);
     Ok(Trained { spec: spec.clone(), weights, meta, history, best_epoch })
 }
 

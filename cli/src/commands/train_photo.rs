@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use twinscan::augment::{build_suite, load_photos, photos_sha256, select, Part, Score};
 use twinscan::tower::TowerSpec;
-use twinscan::train::{photo_parity, train_photos, Loss, PhotoConfig, PhotoTrained};
+use twinscan::train::{photo_parity, train_photos, Loss, PhotoConfig, PhotoEpoch, PhotoTrained};
 use twinscan::Model;
 
 use crate::exit::Code;
@@ -106,18 +106,7 @@ pub fn run(args: Args) -> Result<Code> {
     let mut csv = String::from("epoch,loss,threshold,precision,recall,f1,train_seconds\n");
     let trained = train_photos(&config, &train, &suite, &mut |e| {
         eprintln!("epoch {:>3}  loss {:.4}  {}  {:.1} s", e.epoch, e.loss, score_line(&e.calibration), e.train_seconds);
-        let c = &e.calibration;
-        let _ = writeln!(
-            csv,
-            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3}",
-            e.epoch,
-            e.loss,
-            c.threshold,
-            c.overall.precision(),
-            c.overall.recall(),
-            c.overall.f1(),
-            e.train_seconds
-        );
+        let _ = writeln!(csv, "{}", epoch_cells(e, 6, 3).join(","));
     })?;
     let bytes = trained.to_onnx()?;
     let model = Model::from_bytes(&bytes, &args.out.display().to_string())?;
@@ -143,6 +132,18 @@ pub fn run(args: Args) -> Result<Code> {
         score_line(best)
     )?;
     Ok(Code::Nothing)
+}
+
+/// One epoch's figures, in the order of the CSV header and the card's table: epoch, loss,
+/// threshold, precision, recall, F1 with `digits` decimals, then seconds with `second_digits`.
+fn epoch_cells(e: &PhotoEpoch, digits: usize, second_digits: usize) -> Vec<String> {
+    let c = &e.calibration;
+    let mut cells = vec![e.epoch.to_string()];
+    for v in [e.loss, f64::from(c.threshold), c.overall.precision(), c.overall.recall(), c.overall.f1()] {
+        cells.push(format!("{v:.digits$}"));
+    }
+    cells.push(format!("{:.second_digits$}", e.train_seconds));
+    cells
 }
 
 fn render(
@@ -179,17 +180,7 @@ fn render(
     s += &format!("| seed | {} |\n| training data sha256 | `{checksum}` |\n| wall time | {seconds:.0} s |\n\n", p.seed);
     s += "## Per epoch\n\n| epoch | loss | threshold | precision | recall | F1 | seconds |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
     for e in &t.history {
-        let c = &e.calibration;
-        s += &format!(
-            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1} |\n",
-            e.epoch,
-            e.loss,
-            c.threshold,
-            c.overall.precision(),
-            c.overall.recall(),
-            c.overall.f1(),
-            e.train_seconds
-        );
+        s += &format!("| {} |\n", epoch_cells(e, 4, 1).join(" | "));
     }
     s
 }
