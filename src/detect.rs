@@ -7,8 +7,8 @@
 //! only, never through another member, so a chain of loosely similar images cannot merge into
 //! one mega-group: every member is within the threshold of the image to keep.
 //!
-//! **Outlier rule.** An image's score is its mean distance to its `k` nearest other images. It is
-//! flagged when the score exceeds the median score by more than `3 x 1.4826 x MAD` (a robust
+//! **Outlier rule.** An image's score is its mean distance to its `k` nearest other images (its
+//! own byte-identical copies are not its neighbours). It is flagged when the score exceeds the median score by more than `3 x 1.4826 x MAD` (a robust
 //! three-sigma rule), or, with `top`, when it is among the `top` highest scores.
 
 use std::cmp::Ordering;
@@ -18,7 +18,8 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::index::Entry;
-use crate::{Metric, Model};
+use crate::search::{Purpose, Search, SearchKind};
+use crate::{squared_euclidean, Metric, Model};
 
 /// One member of a duplicate group.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,8 +54,9 @@ fn keep_order(a: &Entry, b: &Entry) -> Ordering {
 }
 
 /// Duplicate groups among `entries` at `threshold` under `model`'s distance (see the module
-/// documentation for the rule). Groups come in the keep order of their first member.
-pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32) -> Result<Vec<Group>> {
+/// documentation for the rule), neighbours found by a search of the given kind. Groups come in
+/// the keep order of their first member.
+pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32, kind: SearchKind) -> Result<Vec<Group>> {
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by(|a, b| keep_order(&entries[*a], &entries[*b]));
     // One representative per distinct content; its byte-identical copies follow it.
@@ -67,7 +69,7 @@ pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32) -> Res
         }
         copies.push(i);
     }
-    let near = near_pairs(entries, &reps, model, threshold)?;
+    let near = near_pairs(entries, &reps, model, threshold, kind)?;
     let mut grouped = vec![false; entries.len()];
     let mut groups = Vec::new();
     for &keep in &reps {
@@ -99,43 +101,98 @@ pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32) -> Res
 /// Neighbours within the threshold: `(entry, distance)` pairs.
 type Near = Vec<(usize, f32)>;
 
-/// For each representative, the other representatives within `threshold`, by exact search
-/// over each unordered pair once. Plain Euclidean embeddings (the usual case) are compared by
-/// squared distance against the squared threshold, a loop the compiler vectorises.
-fn near_pairs(entries: &[Entry], reps: &[usize], model: &Model, threshold: f32) -> Result<HashMap<usize, Near>> {
-    let plain = model.meta().metric == Metric::Euclidean && model.embedding_len() == model.meta().embedding_dim;
-    let t2 = threshold * threshold;
-    let rows: Vec<Result<Vec<(usize, usize, f32)>>> = (0..reps.len())
-        .into_par_iter()
-        .map(|a| {
-            let (i, x) = (reps[a], &entries[reps[a]].embedding);
-            let mut hits = Vec::new();
-            for &j in &reps[a + 1..] {
-                let y = &entries[j].embedding;
-                let d = if plain && x.len() == y.len() {
-                    let sq: f32 = x.iter().zip(y).map(|(p, q)| (p - q) * (p - q)).sum();
-                    if sq > t2 {
-                        continue;
+/// For each representative, the other representatives within `threshold`. Exact search visits
+/// each unordered pair once; plain Euclidean embeddings (the usual case) are compared by squared
+/// distance against the squared threshold. Through the HNSW
+/// graph each representative asks for its neighbours within the threshold, and a pair found
+/// from either side counts for both.
+fn near_pairs(
+    entries: &[Entry],
+    reps: &[usize],
+    model: &Model,
+    threshold: f32,
+    kind: SearchKind,
+) -> Result<HashMap<usize, Near>> {
+    let search =
+        Search::new(reps.iter().map(|&i| entries[i].embedding.as_slice()).collect(), model, kind, Purpose::Grouping);
+    let rows: Vec<Result<Vec<(usize, usize, f32)>>> = if search.is_hnsw() {
+        (0..reps.len())
+            .into_par_iter()
+            .map(|a| {
+                let hits = search.within(&entries[reps[a]].embedding, threshold)?;
+                Ok(hits
+                    .into_iter()
+                    .filter(|(b, _)| *b != a)
+                    .map(|(b, d)| (reps[a].min(reps[b]), reps[a].max(reps[b]), d))
+                    .collect())
+            })
+            .collect()
+    } else {
+        exact_pairs(entries, reps, model, threshold)
+    };
+    let mut near: HashMap<usize, Near> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for row in rows {
+        for (i, j, d) in row? {
+            if seen.insert((i, j)) {
+                near.entry(i).or_default().push((j, d));
+                near.entry(j).or_default().push((i, d));
+            }
+        }
+    }
+    Ok(near)
+}
+
+fn exact_pairs(
+    entries: &[Entry],
+    reps: &[usize],
+    model: &Model,
+    threshold: f32,
+) -> Vec<Result<Vec<(usize, usize, f32)>>> {
+    let dim = model.meta().embedding_dim;
+    let plain = model.meta().metric == Metric::Euclidean
+        && model.embedding_len() == dim
+        && reps.iter().all(|&i| entries[i].embedding.len() == dim);
+    if !plain {
+        return (0..reps.len())
+            .into_par_iter()
+            .map(|a| {
+                let x = &entries[reps[a]].embedding;
+                let mut hits = Vec::new();
+                for &j in &reps[a + 1..] {
+                    let d = model.distance(x, &entries[j].embedding)?;
+                    if d <= threshold {
+                        hits.push((reps[a], j, d));
                     }
-                    sq.sqrt()
-                } else {
-                    model.distance(x, y)?
-                };
-                if d <= threshold {
-                    hits.push((i, j, d));
+                }
+                Ok(hits)
+            })
+            .collect();
+    }
+    // One contiguous matrix, compared in blocks of rows: each column vector is loaded once per
+    // block rather than once per row, which keeps the loop out of main memory.
+    const ROWS: usize = 32;
+    let matrix: Vec<f32> = reps.iter().flat_map(|&i| entries[i].embedding.iter().copied()).collect();
+    let row = |a: usize| &matrix[a * dim..][..dim];
+    let t2 = threshold * threshold;
+    (0..reps.len().div_ceil(ROWS))
+        .into_par_iter()
+        .map(|block| {
+            let first = block * ROWS;
+            let rows = first..(first + ROWS).min(reps.len());
+            let mut hits = Vec::new();
+            for b in first + 1..reps.len() {
+                let y = row(b);
+                for a in rows.start..rows.end.min(b) {
+                    let sq = squared_euclidean(row(a), y);
+                    if sq <= t2 {
+                        hits.push((reps[a], reps[b], sq.sqrt()));
+                    }
                 }
             }
             Ok(hits)
         })
-        .collect();
-    let mut near: HashMap<usize, Near> = HashMap::new();
-    for row in rows {
-        for (i, j, d) in row? {
-            near.entry(i).or_default().push((j, d));
-            near.entry(j).or_default().push((i, d));
-        }
-    }
-    Ok(near)
+        .collect()
 }
 
 /// An image's outlier score.
@@ -156,24 +213,30 @@ pub enum OutlierRule {
     Top(usize),
 }
 
-/// Outliers among `entries`: scores from the `k` nearest neighbours (byte-identical copies
-/// count once), flagged by `rule`, highest score first.
-pub fn outliers(entries: &[Entry], model: &Model, k: usize, rule: OutlierRule) -> Result<Vec<Outlier>> {
-    let scores: Vec<Result<f32>> = (0..entries.len())
-        .into_par_iter()
-        .map(|i| {
-            let mut d = Vec::with_capacity(entries.len());
-            for (j, e) in entries.iter().enumerate() {
-                if j != i && e.sha256 != entries[i].sha256 {
-                    d.push(model.distance(&entries[i].embedding, &e.embedding)?);
-                }
-            }
-            let k = k.max(1).min(d.len());
-            if k == 0 {
-                return Ok(0.0);
-            }
-            d.select_nth_unstable_by(k - 1, f32::total_cmp);
-            Ok(d[..k].iter().sum::<f32>() / k as f32)
+/// Outliers among `entries`: scores from the `k` nearest neighbours, found by a search of the
+/// given kind, flagged by `rule`, highest score first.
+pub fn outliers(
+    entries: &[Entry],
+    model: &Model,
+    k: usize,
+    rule: OutlierRule,
+    kind: SearchKind,
+) -> Result<Vec<Outlier>> {
+    let mut copies: HashMap<[u8; 32], usize> = HashMap::new();
+    for e in entries {
+        *copies.entry(e.sha256).or_default() += 1;
+    }
+    let search =
+        Search::new(entries.iter().map(|e| e.embedding.as_slice()).collect(), model, kind, Purpose::Neighbours);
+    let k = k.max(1);
+    let scores: Vec<Result<f32>> = entries
+        .par_iter()
+        .map(|e| {
+            // Its own byte copies (itself included) come first, at distance 0; skip past them.
+            let hits = search.nearest(&e.embedding, k + copies[&e.sha256])?;
+            let d: Vec<f32> =
+                hits.into_iter().filter(|(j, _)| entries[*j].sha256 != e.sha256).map(|h| h.1).take(k).collect();
+            Ok(if d.is_empty() { 0.0 } else { d.iter().sum::<f32>() / d.len() as f32 })
         })
         .collect();
     let scores: Vec<f32> = scores.into_iter().collect::<Result<_>>()?;

@@ -32,6 +32,7 @@ mod invariance;
 mod model;
 mod preprocess;
 pub mod scan;
+pub mod search;
 mod similarity;
 pub mod tower;
 #[cfg(feature = "train")]
@@ -41,6 +42,6 @@ pub use error::{Error, Result};
 pub use invariance::Invariance;
 pub use model::{Comparison, Embedding, Model, DEFAULT_BATCH};
 pub use preprocess::{decode_bytes, decode_file, input_pixels, normalize, write_input, DecodeLimits};
-pub use similarity::{Head, Metric};
+pub use similarity::{squared_euclidean, Head, Metric};
 
 pub use image;

@@ -1,10 +1,14 @@
 //! The grouping and outlier rules on hand-made embeddings: no chaining, byte copies always
-//! together, the documented image to keep, a robust outlier flag.
+//! together, the documented image to keep, a robust outlier flag; the same answers through the
+//! HNSW graph as by exact search.
 
 use twinscan::detect::{duplicate_groups, outliers, OutlierRule};
 use twinscan::index::Entry;
+use twinscan::search::SearchKind;
 use twinscan::tower::{self, TowerSpec, TowerWeights};
 use twinscan::Model;
+
+const KINDS: [SearchKind; 2] = [SearchKind::Exact, SearchKind::Hnsw];
 
 fn model() -> Model {
     let spec = TowerSpec::photo(2);
@@ -22,42 +26,87 @@ fn names(entries: &[Entry], members: &[twinscan::detect::Member]) -> Vec<String>
 
 #[test]
 fn a_chain_of_near_images_is_not_one_group() {
-    // a - b - c - d spaced 0.8 apart with threshold 1: only neighbours of the kept image join.
-    let entries: Vec<Entry> = ["a", "b", "c", "d"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| entry(n, i as f32 * 0.8, 100 - i as u32, i as u8))
-        .collect();
-    let groups = duplicate_groups(&entries, &model(), 1.0).unwrap();
-    let got: Vec<Vec<String>> = groups.iter().map(|g| names(&entries, &g.members)).collect();
-    assert_eq!(got, vec![vec!["a", "b"], vec!["c", "d"]]);
-    assert!((groups[0].members[1].distance - 0.8).abs() < 1e-6);
+    for kind in KINDS {
+        // a - b - c - d spaced 0.8 apart with threshold 1: only neighbours of the kept image join.
+        let entries: Vec<Entry> = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| entry(n, i as f32 * 0.8, 100 - i as u32, i as u8))
+            .collect();
+        let groups = duplicate_groups(&entries, &model(), 1.0, kind).unwrap();
+        let got: Vec<Vec<String>> = groups.iter().map(|g| names(&entries, &g.members)).collect();
+        assert_eq!(got, vec![vec!["a", "b"], vec!["c", "d"]]);
+        assert!((groups[0].members[1].distance - 0.8).abs() < 1e-6);
+    }
 }
 
 #[test]
 fn byte_copies_always_group_and_the_largest_is_kept() {
-    let entries = vec![
-        entry("small", 0.0, 10, 1),
-        entry("far-copy", 5.0, 10, 9),
-        entry("big", 0.5, 50, 2),
-        entry("copy", 9.0, 10, 9),
-    ];
-    let groups = duplicate_groups(&entries, &model(), 1.0).unwrap();
-    assert_eq!(groups.len(), 2);
-    assert_eq!(names(&entries, &groups[0].members), vec!["big", "small"], "largest resolution kept");
-    let exact = groups.iter().find(|g| g.exact()).expect("the byte copies form a group");
-    let mut got = names(&entries, &exact.members);
-    got.sort();
-    assert_eq!(got, vec!["copy", "far-copy"]);
+    for kind in KINDS {
+        let entries = vec![
+            entry("small", 0.0, 10, 1),
+            entry("far-copy", 5.0, 10, 9),
+            entry("big", 0.5, 50, 2),
+            entry("copy", 9.0, 10, 9),
+        ];
+        let groups = duplicate_groups(&entries, &model(), 1.0, kind).unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(names(&entries, &groups[0].members), vec!["big", "small"], "largest resolution kept");
+        let exact = groups.iter().find(|g| g.exact()).expect("the byte copies form a group");
+        let mut got = names(&entries, &exact.members);
+        got.sort();
+        assert_eq!(got, vec!["copy", "far-copy"]);
+    }
 }
 
 #[test]
 fn the_odd_one_out_is_flagged() {
-    let mut entries: Vec<Entry> = (0..12).map(|i| entry(&format!("p{i}"), (i % 4) as f32 * 0.1, 10, i as u8)).collect();
-    entries.push(entry("odd", 7.0, 10, 99));
-    let found = outliers(&entries, &model(), 3, OutlierRule::Robust).unwrap();
-    assert_eq!(found.iter().map(|o| entries[o.entry].path.display().to_string()).collect::<Vec<_>>(), vec!["odd"]);
-    let top = outliers(&entries, &model(), 3, OutlierRule::Top(2)).unwrap();
-    assert_eq!(top.len(), 2);
-    assert!(top[0].score >= top[1].score);
+    for kind in KINDS {
+        let mut entries: Vec<Entry> =
+            (0..12).map(|i| entry(&format!("p{i}"), (i % 4) as f32 * 0.1, 10, i as u8)).collect();
+        entries.push(entry("odd", 7.0, 10, 99));
+        let found = outliers(&entries, &model(), 3, OutlierRule::Robust, kind).unwrap();
+        assert_eq!(found.iter().map(|o| entries[o.entry].path.display().to_string()).collect::<Vec<_>>(), vec!["odd"]);
+        let top = outliers(&entries, &model(), 3, OutlierRule::Top(2), kind).unwrap();
+        assert_eq!(top.len(), 2);
+        assert!(top[0].score >= top[1].score);
+    }
+}
+
+#[test]
+fn the_graph_finds_the_groups_that_exact_search_finds() {
+    // 40 tight clusters of 50 points in the plane, far apart: the graph must find every group
+    // whole (more members than its first search width of 16) and agree with exact search.
+    let mut entries = Vec::new();
+    for c in 0..40 {
+        for m in 0..50 {
+            let x = c as f32 * 10.0 + m as f32 * 0.01;
+            let mut sha256 = [0; 32];
+            sha256[..8].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+            entries.push(Entry {
+                path: format!("c{c}-{m}").into(),
+                size: 1,
+                modified_ns: 0,
+                sha256,
+                dims: (10, 10),
+                embedding: vec![x, (m % 7) as f32 * 0.01],
+            });
+        }
+    }
+    let members = |kind| -> Vec<Vec<usize>> {
+        let groups = duplicate_groups(&entries, &model(), 1.0, kind).unwrap();
+        groups
+            .iter()
+            .map(|g| {
+                let mut v: Vec<usize> = g.members.iter().map(|m| m.entry).collect();
+                v.sort();
+                v
+            })
+            .collect()
+    };
+    let exact = members(SearchKind::Exact);
+    assert_eq!(exact.len(), 40);
+    assert!(exact.iter().all(|g| g.len() == 50));
+    let graph = members(SearchKind::Hnsw);
+    assert!(graph == exact, "the graph groups differ from exact search");
 }

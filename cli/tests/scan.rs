@@ -27,6 +27,20 @@ fn name(v: &Value) -> String {
 }
 
 /// A copy of the examples plus files that must not stop a scan.
+/// Each group's member file names, sorted, groups sorted.
+fn group_names(records: &[Value]) -> Vec<Vec<String>> {
+    let mut groups: Vec<Vec<String>> = of_type(records, "group")
+        .iter()
+        .map(|g| {
+            let mut m: Vec<String> = g["members"].as_array().unwrap().iter().map(|m| name(&m["path"])).collect();
+            m.sort();
+            m
+        })
+        .collect();
+    groups.sort();
+    groups
+}
+
 fn folder() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(examples()).unwrap() {
@@ -50,15 +64,7 @@ fn scan_groups_the_planted_copies_flags_the_outlier_and_reports_bad_files() {
     let out = twinscan(&["scan", "--json", "--outliers", "--index", index.to_str().unwrap(), root]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let r = records(&out);
-    let mut groups: Vec<Vec<String>> = of_type(&r, "group")
-        .iter()
-        .map(|g| {
-            let mut m: Vec<String> = g["members"].as_array().unwrap().iter().map(|m| name(&m["path"])).collect();
-            m.sort();
-            m
-        })
-        .collect();
-    groups.sort();
+    let groups = group_names(&r);
     assert_eq!(
         groups,
         vec![
@@ -78,6 +84,18 @@ fn scan_groups_the_planted_copies_flags_the_outlier_and_reports_bad_files() {
     assert!(exact == ["coffee-copy.jpg"] || exact == ["coffee.jpg"], "only the byte copy is exact: {exact:?}");
     let outliers: Vec<String> = of_type(&r, "outlier").iter().map(|o| name(&o["path"])).collect();
     assert_eq!(outliers, vec!["page.jpg"]);
+    let graph = records(&twinscan(&[
+        "scan",
+        "--json",
+        "--outliers",
+        "--search",
+        "hnsw",
+        "--index",
+        index.to_str().unwrap(),
+        root,
+    ]));
+    assert_eq!(group_names(&graph), groups, "the HNSW graph finds the same groups");
+    assert_eq!(of_type(&graph, "outlier").iter().map(|o| name(&o["path"])).collect::<Vec<_>>(), outliers);
     let mut errors: Vec<String> = of_type(&r, "error").iter().map(|e| name(&e["path"])).collect();
     errors.sort();
     assert_eq!(errors, vec!["empty.png", "truncated.jpg"], "the text file is passed over, not an error");

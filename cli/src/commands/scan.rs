@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use twinscan::detect::{duplicate_groups, outliers, Group, Outlier, OutlierRule};
 use twinscan::index::{Entry, Index, IndexLock};
 use twinscan::scan::{collect_files, update, UpdateReport, WalkOptions};
+use twinscan::search::{Purpose, Search, SearchKind};
 use twinscan::{Model, DEFAULT_BATCH};
 
 use super::{json_line, ModelArg};
@@ -25,6 +26,27 @@ pub enum Format {
     Json,
     /// One CSV row per group member, outlier or error.
     Csv,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchArg {
+    /// Exact below the measured crossover (300,000 images for duplicate groups, 50,000 for
+    /// outliers; never for `query`), the HNSW graph from there on.
+    Auto,
+    /// Compare every pair.
+    Exact,
+    /// The HNSW graph (approximate; exact anyway for cosine models and with --mirror-rotate).
+    Hnsw,
+}
+
+impl SearchArg {
+    fn kind(self) -> SearchKind {
+        match self {
+            SearchArg::Auto => SearchKind::Auto,
+            SearchArg::Exact => SearchKind::Exact,
+            SearchArg::Hnsw => SearchKind::Hnsw,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -41,6 +63,9 @@ pub struct IndexArgs {
     /// Follow symbolic links (loops are detected and reported).
     #[arg(long)]
     follow_links: bool,
+    /// Neighbour search.
+    #[arg(long, value_enum, default_value = "auto")]
+    search: SearchArg,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Same as `--format json`.
@@ -111,6 +136,10 @@ pub struct QueryArgs {
     /// Neighbours per image.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// Neighbour search. `auto` is exact here: one pass over even 100,000 vectors costs less
+    /// than building the graph.
+    #[arg(long, value_enum, default_value = "auto")]
+    search: SearchArg,
     #[arg(long)]
     json: bool,
     /// Images to look up (not added to the index).
@@ -318,9 +347,13 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
     }
     let format = args.common.format();
     let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
-    let groups = duplicate_groups(&index.entries, &model, threshold)?;
-    let found_outliers =
-        if args.outliers { outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier))? } else { Vec::new() };
+    let search = args.common.search.kind();
+    let groups = duplicate_groups(&index.entries, &model, threshold, search)?;
+    let found_outliers = if args.outliers {
+        outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier), search)?
+    } else {
+        Vec::new()
+    };
     let mut out = std::io::stdout().lock();
     if format == Format::Csv {
         writeln!(out, "type,group,path,role,distance,exact,score,error")?;
@@ -341,7 +374,8 @@ pub fn run_outliers(args: OutliersArgs) -> Result<Code> {
     let model = args.common.model.load()?;
     let format = args.common.format();
     let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
-    let found_outliers = outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier))?;
+    let found_outliers =
+        outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier), args.common.search.kind())?;
     let mut out = std::io::stdout().lock();
     if format == Format::Csv {
         writeln!(out, "type,group,path,role,distance,exact,score,error")?;
@@ -357,6 +391,8 @@ pub fn run_query(args: QueryArgs) -> Result<Code> {
     let model = args.model.load()?;
     let index = Index::load(&args.index)?;
     index.check_model(&args.index, model.fingerprint(), model.invariance().as_str())?;
+    let vectors = index.entries.iter().map(|e| e.embedding.as_slice()).collect();
+    let search = Search::new(vectors, &model, args.search.kind(), Purpose::Query);
     let mut out = std::io::stdout().lock();
     let (mut failed, mut matched) = (false, false);
     for (path, result) in args.images.iter().zip(model.embed_paths(&args.images)) {
@@ -372,17 +408,11 @@ pub fn run_query(args: QueryArgs) -> Result<Code> {
                 continue;
             }
         };
-        let mut near: Vec<(f32, &Path)> = index
-            .entries
-            .iter()
-            .map(|e| Ok((model.distance(&embedding, &e.embedding)?, e.path.as_path())))
-            .collect::<twinscan::Result<_>>()?;
-        near.sort_by(|a, b| a.0.total_cmp(&b.0));
-        near.truncate(args.k);
         if !args.json {
             writeln!(out, "{}", path.display())?;
         }
-        for (d, p) in near {
+        for (i, d) in search.nearest(&embedding, args.k)? {
+            let p = index.entries[i].path.as_path();
             let similar = d <= model.meta().threshold;
             matched |= similar;
             if args.json {
