@@ -8,8 +8,9 @@
 //! one mega-group: every member is within the threshold of the image to keep.
 //!
 //! **Outlier rule.** An image's score is its mean distance to its `k` nearest other images (its
-//! own byte-identical copies are not its neighbours). It is flagged when the score exceeds the median score by more than `3 x 1.4826 x MAD` (a robust
-//! three-sigma rule), or, with `top`, when it is among the `top` highest scores.
+//! own byte-identical copies are not its neighbours). It is flagged when the score exceeds the
+//! median score by more than `3 x 1.4826 x MAD` (a robust three-sigma rule), or, with `top`,
+//! when it is among the `top` highest scores.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -101,11 +102,12 @@ pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32, kind: 
 /// Neighbours within the threshold: `(entry, distance)` pairs.
 type Near = Vec<(usize, f32)>;
 
+/// Two entries within the threshold and their distance.
+type Pair = (usize, usize, f32);
+
 /// For each representative, the other representatives within `threshold`. Exact search visits
-/// each unordered pair once; plain Euclidean embeddings (the usual case) are compared by squared
-/// distance against the squared threshold. Through the HNSW
-/// graph each representative asks for its neighbours within the threshold, and a pair found
-/// from either side counts for both.
+/// each unordered pair once; through the HNSW graph each representative asks for its neighbours
+/// within the threshold, and a pair found from either side counts for both.
 fn near_pairs(
     entries: &[Entry],
     reps: &[usize],
@@ -115,7 +117,7 @@ fn near_pairs(
 ) -> Result<HashMap<usize, Near>> {
     let search =
         Search::new(reps.iter().map(|&i| entries[i].embedding.as_slice()).collect(), model, kind, Purpose::Grouping);
-    let rows: Vec<Result<Vec<(usize, usize, f32)>>> = if search.is_hnsw() {
+    let rows: Vec<Result<Vec<Pair>>> = if search.is_hnsw() {
         (0..reps.len())
             .into_par_iter()
             .map(|a| {
@@ -143,12 +145,9 @@ fn near_pairs(
     Ok(near)
 }
 
-fn exact_pairs(
-    entries: &[Entry],
-    reps: &[usize],
-    model: &Model,
-    threshold: f32,
-) -> Vec<Result<Vec<(usize, usize, f32)>>> {
+/// Exact search for [`near_pairs`]. Plain Euclidean embeddings (the usual case) are compared by
+/// squared distance against the squared threshold.
+fn exact_pairs(entries: &[Entry], reps: &[usize], model: &Model, threshold: f32) -> Vec<Result<Vec<Pair>>> {
     let dim = model.meta().embedding_dim;
     let plain = model.meta().metric == Metric::Euclidean
         && model.embedding_len() == dim
