@@ -163,21 +163,32 @@ fn resize(img: &RgbImage, meta: &ModelMeta) -> RgbImage {
             ((w - cw) / 2, (h - ch) / 2, cw, ch)
         }
     };
-    let mut view = imageops::crop_imm(img, x0, y0, cw, ch).to_image();
+    // The crop stays a view: copying a full-size photo costs as much as shrinking it.
+    let view = imageops::crop_imm(img, x0, y0, cw, ch);
     if meta.preprocess.filter != Filter::Nearest && cw >= 4 * tw && ch >= 4 * th {
-        view = imageops::thumbnail(&view, 2 * tw, 2 * th);
+        let small = imageops::thumbnail(&*view, 2 * tw, 2 * th);
+        return imageops::resize(&small, tw, th, filter_type(meta.preprocess.filter));
     }
-    if view.dimensions() == (tw, th) {
-        return view;
+    if (cw, ch) == (tw, th) {
+        return view.to_image();
     }
-    imageops::resize(&view, tw, th, filter_type(meta.preprocess.filter))
+    imageops::resize(&*view, tw, th, filter_type(meta.preprocess.filter))
 }
 
 /// The model input for one image as bytes, channel-major (`C * H * W`): alpha composited over
 /// white, converted to the model's channels, resized by its rule. [`write_input`] normalises
 /// these; the trainer stores them.
 pub fn input_pixels(img: &DynamicImage, meta: &ModelMeta) -> Vec<u8> {
-    let resized = resize(&flatten_rgb(img), meta);
+    // A plain RGB image (most photos) is resized where it lies, not copied first.
+    let flattened;
+    let rgb = match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => {
+            flattened = flatten_rgb(other);
+            &flattened
+        }
+    };
+    let resized = resize(rgb, meta);
     if meta.input.channels == 1 {
         return DynamicImage::ImageRgb8(resized).to_luma8().into_raw();
     }
