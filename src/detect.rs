@@ -19,8 +19,8 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::index::Entry;
-use crate::search::{Purpose, Search, SearchKind};
-use crate::{squared_euclidean, Metric, Model};
+use crate::search::{plain_euclidean, Purpose, Search, SearchKind};
+use crate::{squared_euclidean, Model};
 
 /// One member of a duplicate group.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,9 +149,7 @@ fn near_pairs(
 /// squared distance against the squared threshold.
 fn exact_pairs(entries: &[Entry], reps: &[usize], model: &Model, threshold: f32) -> Vec<Result<Vec<Pair>>> {
     let dim = model.meta().embedding_dim;
-    let plain = model.meta().metric == Metric::Euclidean
-        && model.embedding_len() == dim
-        && reps.iter().all(|&i| entries[i].embedding.len() == dim);
+    let plain = plain_euclidean(model) && reps.iter().all(|&i| entries[i].embedding.len() == dim);
     if !plain {
         return (0..reps.len())
             .into_par_iter()

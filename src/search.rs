@@ -95,15 +95,17 @@ pub type Hit = (usize, f32);
 impl<'a> Search<'a> {
     /// Prepares `vectors` (embeddings of `model`) for search of the given kind and purpose.
     pub fn new(vectors: Vec<&'a [f32]>, model: &'a Model, kind: SearchKind, purpose: Purpose) -> Search<'a> {
-        let graph_allowed = model.meta().metric == Metric::Euclidean
-            && vectors.iter().all(|v| v.len() == model.embedding_len() && v.iter().all(|x| x.is_finite()))
-            && model.embedding_len() == model.meta().embedding_dim;
         let wanted = match kind {
             SearchKind::Auto => vectors.len() >= purpose.crossover(),
             SearchKind::Exact => false,
             SearchKind::Hnsw => true,
         };
-        let graph = (graph_allowed && wanted && !vectors.is_empty()).then(|| build(&vectors));
+        // Cheapest test first: exact search never scans the vectors here.
+        let graph_allowed = wanted
+            && !vectors.is_empty()
+            && plain_euclidean(model)
+            && vectors.iter().all(|v| v.len() == model.embedding_len() && v.iter().all(|x| x.is_finite()));
+        let graph = graph_allowed.then(|| build(&vectors));
         Search { vectors, model, graph }
     }
 
@@ -188,6 +190,12 @@ impl<'a> Search<'a> {
             .map(|(i, v)| Ok((i, self.model.distance(query, v)?)))
             .collect()
     }
+}
+
+/// Whether `model`'s distance is the plain Euclidean distance between whole embeddings (no
+/// cosine, no orientation search), the case both the graph and exact search's fast path serve.
+pub(crate) fn plain_euclidean(model: &Model) -> bool {
+    model.meta().metric == Metric::Euclidean && model.embedding_len() == model.meta().embedding_dim
 }
 
 /// hnsw_rs's `DistL2`, summed in lanes (its own f32 sum is sequential).
