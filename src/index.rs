@@ -32,7 +32,7 @@ pub struct Entry {
     pub modified_ns: u128,
     /// SHA-256 of the file's bytes.
     pub sha256: [u8; 32],
-    /// Decoded width and height.
+    /// Width and height as shown (EXIF orientation applied), at full size.
     pub dims: (u32, u32),
     /// The embedding ([`crate::Model::embedding_len`] values).
     pub embedding: Vec<f32>,

@@ -41,7 +41,10 @@ pub mod train;
 pub use error::{Error, Result};
 pub use invariance::Invariance;
 pub use model::{Comparison, Embedding, Model, DEFAULT_BATCH};
-pub use preprocess::{decode_bytes, decode_file, input_pixels, normalize, write_input, DecodeLimits};
+pub use preprocess::{
+    decode_bytes, decode_file, decode_file_for_model, decode_for_model, input_pixels, normalize, write_input,
+    DecodeLimits, Decoded,
+};
 pub use similarity::{squared_euclidean, Head, Metric};
 
 pub use image;

@@ -13,7 +13,7 @@ use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::invariance::{orientations, oriented_distance, Invariance};
-use crate::preprocess::{decode_file, write_input, write_inputs, DecodeLimits};
+use crate::preprocess::{decode_file_for_model, write_input, write_inputs, DecodeLimits};
 use crate::tower::{ModelMeta, PREFIX};
 
 /// An embedding: one tower output, `ModelMeta::embedding_dim` values; under
@@ -296,7 +296,7 @@ impl Model {
 
     /// Decodes and embeds one file.
     pub fn embed_file(&self, path: &Path) -> Result<Embedding> {
-        let embedding = self.embed_image(&decode_file(path, &self.limits)?)?;
+        let embedding = self.embed_image(&decode_file_for_model(path, &self.limits, &self.meta)?.image)?;
         if embedding.iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFinite { model: self.label.clone(), path: path.into() });
         }
@@ -316,7 +316,11 @@ impl Model {
                     .par_iter()
                     .map(|path| {
                         let mut input = vec![0.0; len];
-                        write_input(&decode_file(path, &self.limits)?, &self.meta, &mut input);
+                        write_input(
+                            &decode_file_for_model(path, &self.limits, &self.meta)?.image,
+                            &self.meta,
+                            &mut input,
+                        );
                         Ok((path, input))
                     })
                     .collect();

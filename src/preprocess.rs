@@ -52,6 +52,11 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
     decode_bytes(&read_limited(path, limits)?, path, limits)
 }
 
+/// Reads and decodes an image file for the model `meta` (see [`decode_for_model`]).
+pub fn decode_file_for_model(path: &Path, limits: &DecodeLimits, meta: &ModelMeta) -> Result<Decoded> {
+    decode_for_model(&read_limited(path, limits)?, path, limits, meta)
+}
+
 /// A file's bytes, refused without reading when it is larger than `limits` allow.
 pub(crate) fn read_limited(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
@@ -67,6 +72,37 @@ pub(crate) fn read_limited(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>
 /// Decodes an in-memory image under `limits`, with its EXIF orientation applied; `path` only
 /// names it in errors. The format is recognised from the content, never from the name.
 pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+    decode(bytes, path, limits, None).map(|d| d.image)
+}
+
+/// An image decoded for a model, with the size it has in its file.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The pixels, EXIF orientation applied; a large JPEG comes at 1/2, 1/4 or 1/8 of its size.
+    pub image: DynamicImage,
+    /// Width and height at full size, as shown (EXIF orientation applied).
+    pub full_size: (u32, u32),
+}
+
+/// Decodes an in-memory image as [`decode_bytes`] does, but only as large as the model `meta`
+/// needs: a large JPEG is decoded in the DCT domain at 1/8, 1/4 or 1/2 of its size, the
+/// smallest that leaves the model's crop four times its input on both sides, which skips most
+/// of the work for a photo. Other formats decode whole. The model's embedding of the smaller
+/// decode stays close to that of the whole one (measured in docs/benchmarks.md, "Scanning").
+///
+/// ```no_run
+/// # fn main() -> twinscan::Result<()> {
+/// let model = twinscan::Model::open("models/photo.onnx")?;
+/// let d = twinscan::decode_file_for_model("photo.jpg".as_ref(), model.limits(), model.meta())?;
+/// println!("{:?} decoded at {}x{}", d.full_size, d.image.width(), d.image.height());
+/// # Ok(())
+/// # }
+/// ```
+pub fn decode_for_model(bytes: &[u8], path: &Path, limits: &DecodeLimits, meta: &ModelMeta) -> Result<Decoded> {
+    decode(bytes, path, limits, Some(meta))
+}
+
+fn decode(bytes: &[u8], path: &Path, limits: &DecodeLimits, meta: Option<&ModelMeta>) -> Result<Decoded> {
     if bytes.is_empty() {
         return Err(Error::EmptyImage { path: path.into() });
     }
@@ -79,8 +115,10 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<
     if format == image::ImageFormat::Jpeg && !jpeg_complete(bytes) {
         return Err(Error::Decode { path: path.into(), reason: "truncated file (no end-of-image marker)".into() });
     }
+    let scaled_for = meta.filter(|_| format == image::ImageFormat::Jpeg);
     // Decoders are large parsers of hostile bytes; a panic in one must cost one file, not a scan.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_checked(reader, limits)));
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_checked(reader, bytes, limits, scaled_for)));
     match decoded {
         Ok(result) => result.map_err(|e| decode_error(path, e)),
         Err(_) => Err(Error::Decode { path: path.into(), reason: "decoder panicked on malformed data".into() }),
@@ -95,7 +133,13 @@ fn jpeg_complete(bytes: &[u8]) -> bool {
     last_scan.is_some_and(|at| bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
-fn decode_checked(mut reader: ImageReader<Cursor<&[u8]>>, limits: &DecodeLimits) -> Result<DynamicImage, ImageError> {
+/// `meta` is set only for a JPEG that may be decoded scaled for that model.
+fn decode_checked(
+    mut reader: ImageReader<Cursor<&[u8]>>,
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    meta: Option<&ModelMeta>,
+) -> Result<Decoded, ImageError> {
     use image::error::{LimitError, LimitErrorKind};
     use image::ImageDecoder;
     let mut l = image::Limits::default();
@@ -113,9 +157,53 @@ fn decode_checked(mut reader: ImageReader<Cursor<&[u8]>>, limits: &DecodeLimits)
     }
     // A broken EXIF block should not cost the picture: decode it unrotated.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder)?;
-    img.apply_orientation(orientation);
-    Ok(img)
+    // The scaled decoder is a second parser: when it refuses a file, the full decoder decides.
+    let scaled =
+        meta.and_then(|m| jpeg_scale((w, h), orientation, m)).and_then(|k| decode_jpeg_scaled(bytes, k, limits));
+    let mut image = match scaled {
+        Some(image) => image,
+        None => DynamicImage::from_decoder(decoder)?,
+    };
+    image.apply_orientation(orientation);
+    Ok(Decoded { image, full_size: oriented((w, h), orientation) })
+}
+
+/// The size of a `size` image once `orientation` is applied.
+fn oriented(size: (u32, u32), orientation: image::metadata::Orientation) -> (u32, u32) {
+    use image::metadata::Orientation::{Rotate270, Rotate270FlipH, Rotate90, Rotate90FlipH};
+    match orientation {
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH => (size.1, size.0),
+        _ => size,
+    }
+}
+
+/// The fewest eighths of its size (1, 2 or 4) at which a `size` JPEG still gives the model's
+/// crop four times its input on both sides; `None` when only the full size does.
+fn jpeg_scale(size: (u32, u32), orientation: image::metadata::Orientation, meta: &ModelMeta) -> Option<u64> {
+    if meta.preprocess.filter == Filter::Nearest {
+        return None; // such a model samples single pixels; an averaged decode would change them
+    }
+    let (_, _, cw, ch) = crop_rect(oriented(size, orientation), meta);
+    let (tw, th) = (meta.input.width as u64, meta.input.height as u64);
+    [1, 2, 4].into_iter().find(|&k| u64::from(cw) * k >= 32 * tw && u64::from(ch) * k >= 32 * th)
+}
+
+/// Decodes a JPEG at `k / 8` of its size, or `None` when this decoder cannot (an unusual
+/// colour format, a stream it rejects).
+fn decode_jpeg_scaled(bytes: &[u8], k: u64, limits: &DecodeLimits) -> Option<DynamicImage> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    let eighths = |len: u16| (u64::from(len) * k).div_ceil(8) as u16;
+    let (w, h) = decoder.scale(eighths(info.width), eighths(info.height)).ok()?;
+    let pixels = decoder.decode().ok()?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
+        jpeg_decoder::PixelFormat::L8 => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
+        _ => None,
+    }
 }
 
 fn filter_type(f: Filter) -> imageops::FilterType {
@@ -130,19 +218,41 @@ fn filter_type(f: Filter) -> imageops::FilterType {
 /// Drops alpha by compositing over white, so a transparent background reads the same whatever
 /// colour the encoder left under it.
 pub(crate) fn flatten_rgb(img: &DynamicImage) -> RgbImage {
-    if !img.color().has_alpha() {
-        return img.to_rgb8();
-    }
-    let rgba = img.to_rgba8();
+    let converted;
+    let rgba = match img {
+        _ if !img.color().has_alpha() => return img.to_rgb8(),
+        DynamicImage::ImageRgba8(rgba) => rgba,
+        other => {
+            converted = other.to_rgba8();
+            &converted
+        }
+    };
     let (w, h) = rgba.dimensions();
-    let mut out = RgbImage::new(w, h);
-    for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
-        let a = u32::from(src[3]);
-        for c in 0..3 {
-            dst[c] = ((u32::from(src[c]) * a + 255 * (255 - a) + 127) / 255) as u8;
+    let mut out = Vec::with_capacity(3 * rgba.as_raw().len() / 4);
+    for px in rgba.as_raw().chunks_exact(4) {
+        let a = u32::from(px[3]);
+        out.extend(px[..3].iter().map(|&c| ((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8));
+    }
+    // Cannot fail: three bytes were pushed for each of the w * h pixels.
+    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+/// The part of a `(w, h)` image the model's resize rule scales: all of it, or the centred crop
+/// with the input's aspect ratio, as `(x0, y0, width, height)`.
+fn crop_rect((w, h): (u32, u32), meta: &ModelMeta) -> (u32, u32, u32, u32) {
+    let (tw, th) = (u64::from(meta.input.width as u32), u64::from(meta.input.height as u32));
+    match meta.preprocess.resize {
+        ResizeRule::Stretch => (0, 0, w, h),
+        ResizeRule::CenterCrop => {
+            // Crop to the target aspect ratio first; scaling the crop equals cropping the scaled.
+            let (cw, ch) = if u64::from(w) * th > u64::from(h) * tw {
+                (((u64::from(h) * tw) / th).max(1) as u32, h)
+            } else {
+                (w, ((u64::from(w) * th) / tw).max(1) as u32)
+            };
+            ((w - cw) / 2, (h - ch) / 2, cw, ch)
         }
     }
-    out
 }
 
 /// Brings an image to `width x height` by the model's resize rule. Large images are first
@@ -150,19 +260,7 @@ pub(crate) fn flatten_rgb(img: &DynamicImage) -> RgbImage {
 /// makes the cost of a 24-megapixel photo close to that of a small one.
 fn resize(img: &RgbImage, meta: &ModelMeta) -> RgbImage {
     let (tw, th) = (meta.input.width as u32, meta.input.height as u32);
-    let (w, h) = img.dimensions();
-    let (x0, y0, cw, ch) = match meta.preprocess.resize {
-        ResizeRule::Stretch => (0, 0, w, h),
-        ResizeRule::CenterCrop => {
-            // Crop to the target aspect ratio first; scaling the crop equals cropping the scaled.
-            let (cw, ch) = if u64::from(w) * u64::from(th) > u64::from(h) * u64::from(tw) {
-                (((u64::from(h) * u64::from(tw)) / u64::from(th)).max(1) as u32, h)
-            } else {
-                (w, ((u64::from(w) * u64::from(th)) / u64::from(tw)).max(1) as u32)
-            };
-            ((w - cw) / 2, (h - ch) / 2, cw, ch)
-        }
-    };
+    let (x0, y0, cw, ch) = crop_rect(img.dimensions(), meta);
     // The crop stays a view: copying a full-size photo costs as much as shrinking it.
     let view = imageops::crop_imm(img, x0, y0, cw, ch);
     if meta.preprocess.filter != Filter::Nearest && cw >= 4 * tw && ch >= 4 * th {

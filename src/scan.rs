@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
-use crate::preprocess::{decode_bytes, read_limited, write_input};
+use crate::preprocess::{decode_for_model, read_limited, write_input};
 use crate::Model;
 
 /// Where to look and how.
@@ -99,23 +99,39 @@ pub fn update(
     }
     report.removed = old.len();
     let total = todo.len();
-    for (n, chunk) in todo.chunks(batch.max(1)).enumerate() {
-        if stop.load(Ordering::Relaxed) {
-            report.stopped = true;
-            break;
-        }
-        for result in embed_chunk(chunk, model) {
-            match result {
-                Ok(entry) => {
-                    index.entries.push(entry);
-                    report.embedded += 1;
+    // The network runs on its own thread while rayon decodes the next batch: in turn, a core
+    // sat idle through every network call.
+    let (entries, counts) = (&mut index.entries, &mut report);
+    report.stopped = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        s.spawn(move || {
+            let mut done = 0;
+            for decoded in rx {
+                let embedded = embed_decoded(decoded, model);
+                done += embedded.len();
+                for result in embedded {
+                    match result {
+                        Ok(entry) => {
+                            entries.push(entry);
+                            counts.embedded += 1;
+                        }
+                        Err(Error::UnknownFormat { path }) if !has_image_extension(&path) => counts.not_images += 1,
+                        Err(e) => counts.errors.push(e),
+                    }
                 }
-                Err(Error::UnknownFormat { path }) if !has_image_extension(&path) => report.not_images += 1,
-                Err(e) => report.errors.push(e),
+                progress(done, total);
+            }
+        });
+        for chunk in todo.chunks(batch.max(1)) {
+            if stop.load(Ordering::Relaxed) {
+                return true;
+            }
+            if tx.send(decode_chunk(chunk, model)).is_err() {
+                break; // the network thread is gone; the scope re-raises its panic
             }
         }
-        progress((n * batch.max(1) + chunk.len()).min(total), total);
-    }
+        false
+    });
     index.entries.sort_by(|a, b| a.path.cmp(&b.path));
     report
 }
@@ -130,30 +146,33 @@ fn has_image_extension(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Reads, hashes, decodes and embeds one batch; decoding runs one file per task, the network
-/// once for the batch.
-fn embed_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model) -> Vec<Result<Entry>> {
+/// Reads, hashes and decodes one batch into model inputs, one file per task.
+fn decode_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model) -> Vec<Result<(Entry, Vec<f32>)>> {
     let len = model.input_len();
-    let decoded: Vec<Result<(Entry, Vec<f32>)>> = chunk
+    chunk
         .par_iter()
         .map(|(path, size, modified_ns)| {
             let limits = model.limits();
             let bytes = read_limited(path, limits)?;
             let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-            let img = decode_bytes(&bytes, path, limits)?;
+            let decoded = decode_for_model(&bytes, path, limits, model.meta())?;
             let mut input = vec![0f32; len];
-            write_input(&img, model.meta(), &mut input);
+            write_input(&decoded.image, model.meta(), &mut input);
             let entry = Entry {
                 path: path.clone(),
                 size: *size,
                 modified_ns: *modified_ns,
                 sha256,
-                dims: (img.width(), img.height()),
+                dims: decoded.full_size,
                 embedding: Vec::new(),
             };
             Ok((entry, input))
         })
-        .collect();
+        .collect()
+}
+
+/// Runs the network once over a decoded batch.
+fn embed_decoded(decoded: Vec<Result<(Entry, Vec<f32>)>>, model: &Model) -> Vec<Result<Entry>> {
     model
         .embed_prepared(decoded, |e| e.path.as_path())
         .into_iter()

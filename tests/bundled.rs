@@ -1,8 +1,11 @@
 //! Every model in `models/` loads through the runtime's validation and, for the MNIST models,
 //! tells the example digits apart: the bundled files keep working as the runtime changes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use image::GenericImageView;
 use twinscan::Model;
 
 fn bundled() -> Vec<PathBuf> {
@@ -69,4 +72,39 @@ fn photo_models_match_the_example_copies_and_only_them() {
             }
         }
     }
+}
+
+/// A full-size photo decoded for the photo model comes out smaller but embeds like its full
+/// decode; EXIF orientation still applies; a small one decodes whole.
+#[test]
+fn large_jpegs_decode_scaled_and_embed_as_when_decoded_whole() {
+    let model = Model::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/photo.onnx")).unwrap();
+    let (meta, limits) = (model.meta(), model.limits());
+    let jpeg = |img: &image::RgbImage| {
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg).unwrap();
+        bytes
+    };
+    let photo = common::busy_picture(2048, 1536, 7);
+    let bytes = jpeg(&photo);
+    let scaled = twinscan::decode_for_model(&bytes, "photo.jpg".as_ref(), limits, meta).unwrap();
+    assert_eq!(scaled.full_size, (2048, 1536));
+    assert!(
+        scaled.image.width() < 2048 && scaled.image.width() >= 4 * meta.input.width as u32,
+        "{:?}",
+        scaled.image.dimensions()
+    );
+    let whole = twinscan::decode_bytes(&bytes, "photo.jpg".as_ref(), limits).unwrap();
+    assert_eq!((whole.width(), whole.height()), (2048, 1536));
+    let d = model.distance(&model.embed_image(&scaled.image).unwrap(), &model.embed_image(&whole).unwrap()).unwrap();
+    assert!(d < 0.2 * meta.threshold, "scaled decode moved the embedding {d}, threshold {}", meta.threshold);
+
+    let tagged = common::with_exif_orientation(&jpeg(&image::imageops::rotate270(&photo)), 6);
+    let turned = twinscan::decode_for_model(&tagged, "tagged.jpg".as_ref(), limits, meta).unwrap();
+    assert_eq!(turned.full_size, (2048, 1536));
+    assert_eq!(turned.image.dimensions(), scaled.image.dimensions());
+
+    let small = common::busy_picture(400, 300, 7);
+    let decoded = twinscan::decode_for_model(&jpeg(&small), "small.jpg".as_ref(), limits, meta).unwrap();
+    assert_eq!((decoded.full_size, decoded.image.dimensions()), ((400, 300), (400, 300)));
 }

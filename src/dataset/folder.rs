@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::Dataset;
 use crate::error::{Error, Result};
-use crate::preprocess::{decode_file, input_pixels, DecodeLimits};
+use crate::preprocess::{decode_file_for_model, input_pixels, DecodeLimits};
 use crate::tower::ModelMeta;
 
 /// Loads every image under `root/<class>/`, brought to the model's input size by its
@@ -34,7 +34,7 @@ pub fn load_folder(root: &Path, meta: &ModelMeta, limits: &DecodeLimits) -> Resu
     }
     let decoded: Vec<Result<(Vec<u8>, u32)>> = files
         .par_iter()
-        .map(|(path, label)| decode_file(path, limits).map(|img| (input_pixels(&img, meta), *label)))
+        .map(|(path, label)| decode_file_for_model(path, limits, meta).map(|d| (input_pixels(&d.image, meta), *label)))
         .collect();
     let mut data =
         Dataset { shape: meta.input, pixels: Vec::new(), labels: Vec::new(), source: root.display().to_string() };
