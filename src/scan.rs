@@ -99,8 +99,8 @@ pub fn update(
     }
     report.removed = old.len();
     let total = todo.len();
-    // The network runs on its own thread while rayon decodes the next batch: in turn, a core
-    // sat idle through every network call.
+    // The network runs on its own thread while rayon decodes the next batch; taking turns
+    // left a core idle through every network call.
     let (entries, counts) = (&mut index.entries, &mut report);
     report.stopped = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
