@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! scripts/fetch-data.sh photos
-//! cargo bench --bench near_dup -- [--data data/photos] [--model models/photo.onnx] [--originals 3] [--seed 1]
+//! cargo bench --bench near_dup -- [--data data/photos] [--model models/photo.onnx] [--originals 3] [--seed 1] [--grey-margin M|none]
 //! ```
 //! Prints Markdown tables. Duplicate pairs are an original with one of its copies; distinct
 //! pairs are any two images of different groups; two copies of one original are not scored.
@@ -28,10 +28,17 @@ struct Args {
     model: PathBuf,
     originals: usize,
     seed: u64,
+    grey_margin: Option<Option<f32>>,
 }
 
 fn parse() -> Result<Args, Box<dyn Error>> {
-    let mut a = Args { data: "data/photos".into(), model: "models/photo.onnx".into(), originals: 3, seed: 1 };
+    let mut a = Args {
+        data: "data/photos".into(),
+        model: "models/photo.onnx".into(),
+        originals: 3,
+        seed: 1,
+        grey_margin: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -40,6 +47,7 @@ fn parse() -> Result<Args, Box<dyn Error>> {
             "--model" => a.model = value()?.into(),
             "--originals" => a.originals = value()?.parse()?,
             "--seed" => a.seed = value()?.parse()?,
+            "--grey-margin" => a.grey_margin = Some(value()?.parse().ok()),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -78,7 +86,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut rows = Vec::new();
     let mut timing = Vec::new();
     for inv in [Invariance::None, Invariance::MirrorRotate] {
-        let model = Model::open(&args.model)?.with_invariance(inv);
+        let mut model = Model::open(&args.model)?.with_invariance(inv);
+        if let Some(margin) = args.grey_margin {
+            model = model.with_grey_margin(margin);
+        }
         let start = Instant::now();
         let emb = embed(&model, &images)?;
         timing.push((inv, start.elapsed().as_secs_f64() * 1e3 / images.len() as f64));

@@ -65,6 +65,32 @@ pub(crate) fn orientations(input: &[f32], n: usize, (c, h, w): (usize, usize, us
     out
 }
 
+/// Appends a grey view to each image's views: `views` holds `n` blocks of `runs` inputs of
+/// `c * h * w` values, `input` the `n` images as they are. The grey view is the image's luma
+/// (Rec. 709 weights, as `image`'s conversion) in all three channels, normalised like colour.
+pub(crate) fn with_grey(
+    views: &[f32],
+    input: &[f32],
+    n: usize,
+    runs: usize,
+    (h, w): (usize, usize),
+    mean: &[f32],
+    std: &[f32],
+) -> Vec<f32> {
+    const LUMA: [f32; 3] = [0.2126, 0.7152, 0.0722];
+    let (plane, len) = (h * w, 3 * h * w);
+    let mut out = Vec::with_capacity(n * (runs + 1) * len);
+    for (block, image) in views.chunks_exact(runs * len).zip(input.chunks_exact(len)) {
+        out.extend_from_slice(block);
+        let luma: Vec<f32> =
+            (0..plane).map(|i| (0..3).map(|c| LUMA[c] * (image[c * plane + i] * std[c] + mean[c])).sum()).collect();
+        for c in 0..3 {
+            out.extend(luma.iter().map(|l| (l - mean[c]) / std[c]));
+        }
+    }
+    out
+}
+
 /// The distance between two oriented embeddings (`runs` rows of `d` values each, the image as
 /// it is first): the smallest distance between either image as it is and the other in any
 /// orientation.

@@ -12,13 +12,13 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::invariance::{orientations, oriented_distance, Invariance};
+use crate::invariance::{orientations, oriented_distance, with_grey, Invariance};
 use crate::preprocess::{decode_file_for_model, write_input, write_inputs, DecodeLimits};
 use crate::tower::{ModelMeta, PREFIX};
 
 /// An embedding: one tower output, `ModelMeta::embedding_dim` values; under
-/// [`Invariance::MirrorRotate`] one such output per orientation, the image as it is first (see
-/// [`Model::embedding_len`]).
+/// [`Invariance::MirrorRotate`] one such output per orientation, the image as it is first, and
+/// for a model with a grey view one more output last (see [`Model::embedding_len`]).
 pub type Embedding = Vec<f32>;
 
 /// Images per network call when embedding many files. Large enough to amortise tract's per-call
@@ -211,7 +211,8 @@ impl Model {
         &self.label
     }
 
-    /// SHA-256 of the model file, hex: identifies which model produced a set of embeddings.
+    /// SHA-256 of the model file, hex: identifies which model produced a set of embeddings;
+    /// `+grey=M` follows when [`Model::with_grey_margin`] changed the grey view.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -228,15 +229,35 @@ impl Model {
         self
     }
 
+    /// Compares images also as grey, at `margin` (see `ModelMeta::grey_margin`), or not
+    /// (`None`), whatever the model file says; for calibration and experiments. A one-channel
+    /// model has no grey view.
+    pub fn with_grey_margin(mut self, margin: Option<f32>) -> Model {
+        let margin = margin.filter(|m| m.is_finite() && *m >= 0.0 && self.meta.input.channels == 3);
+        if margin != self.meta.grey_margin {
+            // Embeddings change length and meaning: an index must not take them for the file's.
+            let file = self.fingerprint.split('+').next().unwrap_or_default().to_string();
+            self.fingerprint = format!("{file}+grey={}", margin.map_or("none".into(), |m| m.to_string()));
+        }
+        self.meta.grey_margin = margin;
+        self
+    }
+
     /// The invariance in force.
     pub fn invariance(&self) -> Invariance {
         self.invariance
     }
 
     /// Values in one embedding: the tower's output size, times the orientations the model's
-    /// [`Invariance`] covers.
+    /// [`Invariance`] covers, plus one for the grey view where the model has one.
     pub fn embedding_len(&self) -> usize {
-        self.meta.embedding_dim * self.invariance.runs(self.meta.input.height, self.meta.input.width)
+        self.meta.embedding_dim * self.views()
+    }
+
+    /// Network runs per image: orientations, then the grey view.
+    fn views(&self) -> usize {
+        let m = &self.meta.input;
+        self.invariance.runs(m.height, m.width) + usize::from(self.meta.grey_margin.is_some())
     }
 
     /// The decoding limits in force.
@@ -275,11 +296,15 @@ impl Model {
     pub fn embed_inputs(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
         let m = &self.meta.input;
         let runs = self.invariance.runs(m.height, m.width);
-        if runs == 1 {
+        if self.views() == 1 {
             return self.run_batch(input, n);
         }
-        let all = orientations(input, n, (m.channels, m.height, m.width), self.invariance);
-        self.run_batch(&all, n * runs)
+        let mut all = orientations(input, n, (m.channels, m.height, m.width), self.invariance);
+        if self.meta.grey_margin.is_some() && input.len() == n * self.input_len() {
+            let p = &self.meta.preprocess;
+            all = with_grey(&all, input, n, runs, (m.height, m.width), &p.mean, &p.std);
+        }
+        self.run_batch(&all, n * self.views())
     }
 
     /// Embeds decoded images in one network call.
@@ -366,14 +391,28 @@ impl Model {
 
     /// Distance between two embeddings under the model's metric; under
     /// [`Invariance::MirrorRotate`], the smallest distance between either image as it is and the
-    /// other in any orientation.
+    /// other in any orientation; with a grey view, the least of that and the grey views'
+    /// distance plus the model's margin.
     pub fn distance(&self, a: &[f32], b: &[f32]) -> Result<f32> {
         let (d, len) = (self.meta.embedding_dim, self.embedding_len());
         if len == d || a.len() != len || b.len() != len {
             return self.meta.metric.distance(a, b);
         }
         let metric = self.meta.metric;
-        Ok(oriented_distance(a, b, d, |x, y| metric.distance(x, y).unwrap_or(f32::INFINITY)))
+        let (colour, grey) = match self.meta.grey_margin {
+            Some(margin) => (len - d, Some(margin)),
+            None => (len, None),
+        };
+        let (ac, bc) = (&a[..colour], &b[..colour]);
+        let mut best = if colour == d {
+            metric.distance(ac, bc)?
+        } else {
+            oriented_distance(ac, bc, d, |x, y| metric.distance(x, y).unwrap_or(f32::INFINITY))
+        };
+        if let Some(margin) = grey {
+            best = best.min(metric.distance(&a[colour..], &b[colour..])? + margin);
+        }
+        Ok(best)
     }
 
     /// Distance, probability and verdict for two embeddings.

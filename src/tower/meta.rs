@@ -119,6 +119,11 @@ pub struct ModelMeta {
     pub head: Head,
     /// Calibrated decision threshold on the distance: pairs at or below it are duplicates.
     pub threshold: f32,
+    /// Whether images are also compared as grey, and at what cost: two images are then as far
+    /// apart as the least of their colour distance and their grey distance plus this margin,
+    /// so a grey or re-lit copy matches while distinct photos gain nothing. Optional key
+    /// `views.grey_margin`; a model without it compares colour only.
+    pub grey_margin: Option<f32>,
     /// Provenance.
     pub provenance: Provenance,
 }
@@ -155,7 +160,8 @@ impl ModelMeta {
             ("provenance.trainer_version", p.trainer_version.clone()),
             ("provenance.accuracy", p.accuracy.map_or("unmeasured".into(), |a| a.to_string())),
         ];
-        props.into_iter().map(|(k, v)| (format!("{PREFIX}{k}"), v)).collect()
+        let grey = self.grey_margin.map(|m| ("views.grey_margin", m.to_string()));
+        props.into_iter().chain(grey).map(|(k, v)| (format!("{PREFIX}{k}"), v)).collect()
     }
 
     /// Reads and validates the properties of the model called `model` (a path or label used in
@@ -207,6 +213,16 @@ impl ModelMeta {
         if !(threshold.is_finite() && threshold >= 0.0) {
             return Err(r.invalid("threshold", &threshold.to_string(), "must be a non-negative distance".into()));
         }
+        let grey_margin = match r.props.get(&format!("{PREFIX}views.grey_margin")) {
+            None => None,
+            Some(s) => match s.parse::<f32>() {
+                Ok(m) if m.is_finite() && m >= 0.0 && input.channels == 3 => Some(m),
+                _ => {
+                    let reason = "must be a non-negative distance, on a three-channel model".into();
+                    return Err(r.invalid("views.grey_margin", s, reason));
+                }
+            },
+        };
         let accuracy = match r.get("provenance.accuracy")? {
             "unmeasured" => None,
             s => Some(s.parse::<f64>().map_err(|e| r.invalid("provenance.accuracy", s, e.to_string()))?),
@@ -228,6 +244,7 @@ impl ModelMeta {
             metric,
             head: Head { a, b },
             threshold,
+            grey_margin,
             provenance,
         })
     }

@@ -36,6 +36,7 @@ pub fn untrained_meta(spec: &TowerSpec) -> Result<ModelMeta> {
         metric: Metric::Euclidean,
         head: Head { a: 4.0, b: 8.0 },
         threshold: 0.5,
+        grey_margin: None,
         provenance: Provenance {
             tower: spec.name.clone(),
             dataset: "none".into(),
