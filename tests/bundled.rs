@@ -108,3 +108,27 @@ fn large_jpegs_decode_scaled_and_embed_as_when_decoded_whole() {
     let decoded = twinscan::decode_for_model(&jpeg(&small), "small.jpg".as_ref(), limits, meta).unwrap();
     assert_eq!((decoded.full_size, decoded.image.dimensions()), ((400, 300), (400, 300)));
 }
+
+/// The grey view's calibration on the bundled photo model, over a suite built from the example
+/// photos: the margin it picks makes the model find more duplicate pairs at its threshold with
+/// no more false positives, through `Model::distance`.
+#[test]
+fn a_calibrated_grey_margin_finds_more_copies_and_no_more_false_positives() {
+    use twinscan::augment::{build_suite, grey_margin, load_photos, score};
+    let model = Model::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/photo.onnx")).unwrap();
+    let (photos, errors) =
+        load_photos(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/photos"), 256, 128).unwrap();
+    assert!(errors.iter().all(|e| e.to_string().contains("SOURCES.md")), "{errors:?}");
+    let originals: Vec<_> = photos.iter().filter(|p| !p.key.contains('-')).collect();
+    let suite = build_suite(&originals, 2, 7);
+    let margin = grey_margin(&model, &suite).unwrap().expect("a margin that helps");
+    let threshold = model.meta().threshold;
+    assert!((0.0..=0.5 * threshold).contains(&margin), "margin {margin}");
+    let counts = |m: &Model| {
+        let images: Vec<_> = suite.iter().map(|s| image::DynamicImage::ImageRgb8(s.image.clone())).collect();
+        let e = m.embed_images(&images).unwrap();
+        score(&suite, &|i, j| m.distance(&e[i], &e[j]).unwrap(), threshold, false).overall
+    };
+    let (without, with) = (counts(&model), counts(&model.clone().with_grey_margin(Some(margin))));
+    assert!(with.tp > without.tp && with.fp <= without.fp, "without {without:?}, with {with:?}");
+}

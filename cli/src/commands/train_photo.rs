@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use twinscan::augment::{build_suite, load_photos, photos_sha256, select, Part, Score};
+use twinscan::augment::{build_suite, grey_margin, load_photos, photos_sha256, select, Part, Score};
 use twinscan::tower::TowerSpec;
 use twinscan::train::{photo_parity, train_photos, Loss, PhotoConfig, PhotoEpoch, PhotoTrained};
 use twinscan::Model;
@@ -45,6 +45,10 @@ pub struct Args {
     /// Embedding size.
     #[arg(long, default_value_t = 128)]
     dim: usize,
+    /// Also compare images as grey, at a margin calibrated on the calibration suite
+    /// (`twinscan::augment::grey_margin`): grey and re-lit copies match.
+    #[arg(long)]
+    grey_view: bool,
     /// Output ONNX file; the model card (.md) and per-epoch metrics (.csv) go beside it.
     #[arg(long, short = 'o')]
     out: PathBuf,
@@ -104,16 +108,20 @@ pub fn run(args: Args) -> Result<Code> {
     };
     eprintln!("{} training photos, {} calibration photos ({} suite images)", train.len(), calibrate.len(), suite.len());
     let mut csv = String::from("epoch,loss,threshold,precision,recall,f1,train_seconds\n");
-    let trained = train_photos(&config, &train, &suite, &mut |e| {
+    let mut trained = train_photos(&config, &train, &suite, &mut |e| {
         eprintln!("epoch {:>3}  loss {:.4}  {}  {:.1} s", e.epoch, e.loss, score_line(&e.calibration), e.train_seconds);
         let _ = writeln!(csv, "{}", epoch_cells(e, 6, 3).join(","));
     })?;
-    let bytes = trained.to_onnx()?;
+    let mut bytes = trained.to_onnx()?;
     let model = Model::from_bytes(&bytes, &args.out.display().to_string())?;
     let probe = &suite[..suite.len().min(256)];
     let max_diff = photo_parity(&trained, &model, probe)?;
     if max_diff > 1e-4 {
         bail!("exported model differs from the trained network by {max_diff} (limit 1e-4); not written");
+    }
+    if args.grey_view {
+        trained.meta.grey_margin = grey_margin(&model, &suite)?;
+        bytes = trained.to_onnx()?;
     }
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -174,6 +182,9 @@ fn render(
     );
     for (kind, recall) in &best.per_kind {
         s += &format!("| recall, {} | {:.4} |\n", kind.name(), recall);
+    }
+    if let Some(m) = t.meta.grey_margin {
+        s += &format!("| grey view margin (least distance that adds no false positive) | {m:.5} |\n");
     }
     s += &format!("| best epoch | {} of {} |\n", t.best_epoch, p.epochs);
     s += &format!("| tract vs candle, max abs difference on 256 suite images | {parity:.1e} |\n");
