@@ -13,7 +13,9 @@ use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::invariance::{orientations, oriented_distance, with_grey, Invariance};
-use crate::preprocess::{decode_file_for_model, write_input, write_inputs, DecodeLimits};
+use crate::preprocess::{
+    decode_file_for_model, decode_for_model, read_limited, write_input, write_inputs, DecodeLimits,
+};
 use crate::tower::{ModelMeta, PREFIX};
 
 /// An embedding: one tower output, `ModelMeta::embedding_dim` values; under
@@ -332,26 +334,26 @@ impl Model {
     /// call. Returns one result per path, in order: a file that cannot be read or decoded gets
     /// its error and the others are unaffected.
     pub fn embed_paths_batched(&self, paths: &[PathBuf], batch: usize) -> Vec<Result<Embedding>> {
-        let len = self.input_len();
         paths
             .par_chunks(batch.max(1))
             .flat_map_iter(|chunk| {
                 // Decoding dominates for photos, so each image is decoded on its own task.
                 let prepared: Vec<Result<(&PathBuf, Vec<f32>)>> = chunk
                     .par_iter()
-                    .map(|path| {
-                        let mut input = vec![0.0; len];
-                        write_input(
-                            &decode_file_for_model(path, &self.limits, &self.meta)?.image,
-                            &self.meta,
-                            &mut input,
-                        );
-                        Ok((path, input))
-                    })
+                    .map(|path| Ok((path, self.input_from_bytes(&read_limited(path, &self.limits)?, path)?.0)))
                     .collect();
                 self.embed_prepared(prepared, |p| p.as_path()).into_iter().map(|r| r.map(|(_, e)| e))
             })
             .collect()
+    }
+
+    /// Decodes an image's bytes for this model (`path` names it in errors) and returns its
+    /// input tensor (`C * H * W` values) and its full size.
+    pub(crate) fn input_from_bytes(&self, bytes: &[u8], path: &Path) -> Result<(Vec<f32>, (u32, u32))> {
+        let decoded = decode_for_model(bytes, path, &self.limits, &self.meta)?;
+        let mut input = vec![0.0; self.input_len()];
+        write_input(&decoded.image, &self.meta, &mut input);
+        Ok((input, decoded.full_size))
     }
 
     /// Runs the network once over the inputs that were prepared and pairs each item with its
@@ -404,11 +406,7 @@ impl Model {
             None => (len, None),
         };
         let (ac, bc) = (&a[..colour], &b[..colour]);
-        let mut best = if colour == d {
-            metric.distance(ac, bc)?
-        } else {
-            oriented_distance(ac, bc, d, |x, y| metric.distance(x, y).unwrap_or(f32::INFINITY))
-        };
+        let mut best = oriented_distance(ac, bc, d, |x, y| metric.distance(x, y).unwrap_or(f32::INFINITY));
         if let Some(margin) = grey {
             best = best.min(metric.distance(&a[colour..], &b[colour..])? + margin);
         }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
-use crate::preprocess::{decode_for_model, read_limited, write_input};
+use crate::preprocess::read_limited;
 use crate::Model;
 
 /// Where to look and how.
@@ -148,22 +148,18 @@ fn has_image_extension(path: &Path) -> bool {
 
 /// Reads, hashes and decodes one batch into model inputs, one file per task.
 fn decode_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model) -> Vec<Result<(Entry, Vec<f32>)>> {
-    let len = model.input_len();
     chunk
         .par_iter()
         .map(|(path, size, modified_ns)| {
-            let limits = model.limits();
-            let bytes = read_limited(path, limits)?;
+            let bytes = read_limited(path, model.limits())?;
             let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-            let decoded = decode_for_model(&bytes, path, limits, model.meta())?;
-            let mut input = vec![0f32; len];
-            write_input(&decoded.image, model.meta(), &mut input);
+            let (input, dims) = model.input_from_bytes(&bytes, path)?;
             let entry = Entry {
                 path: path.clone(),
                 size: *size,
                 modified_ns: *modified_ns,
                 sha256,
-                dims: decoded.full_size,
+                dims,
                 embedding: Vec::new(),
             };
             Ok((entry, input))
