@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::index::Entry;
-use crate::search::{plain_euclidean, Purpose, Search, SearchKind};
+use crate::search::{Purpose, Search, SearchKind};
 use crate::{squared_euclidean, Model};
 
 /// One member of a duplicate group.
@@ -145,12 +145,13 @@ fn near_pairs(
     Ok(near)
 }
 
-/// Exact search for [`near_pairs`]. Plain Euclidean embeddings (the usual case) are compared by
-/// squared distance against the squared threshold.
+/// Exact search for [`near_pairs`]. Where the model's distance is plain Euclidean per view (the
+/// usual case, see `Model::plain_views`), views are compared by squared distance against the
+/// squared threshold less their margin.
 fn exact_pairs(entries: &[Entry], reps: &[usize], model: &Model, threshold: f32) -> Vec<Result<Vec<Pair>>> {
-    let dim = model.meta().embedding_dim;
-    let plain = plain_euclidean(model) && reps.iter().all(|&i| entries[i].embedding.len() == dim);
-    if !plain {
+    let (dim, len) = (model.meta().embedding_dim, model.embedding_len());
+    let views = model.plain_views().filter(|_| reps.iter().all(|&i| entries[i].embedding.len() == len));
+    let Some(views) = views else {
         return (0..reps.len())
             .into_par_iter()
             .map(|a| {
@@ -165,13 +166,18 @@ fn exact_pairs(entries: &[Entry], reps: &[usize], model: &Model, threshold: f32)
                 Ok(hits)
             })
             .collect();
-    }
+    };
+    // (offset, margin, squared radius) of each view that can reach the threshold at all.
+    let views: Vec<(usize, f32, f32)> = views
+        .into_iter()
+        .filter(|(_, margin)| *margin <= threshold)
+        .map(|(offset, margin)| (offset, margin, (threshold - margin) * (threshold - margin)))
+        .collect();
     // One contiguous matrix, compared in blocks of rows: each column vector is loaded once per
     // block rather than once per row, which keeps the loop out of main memory.
     const ROWS: usize = 32;
     let matrix: Vec<f32> = reps.iter().flat_map(|&i| entries[i].embedding.iter().copied()).collect();
-    let row = |a: usize| &matrix[a * dim..][..dim];
-    let t2 = threshold * threshold;
+    let row = |a: usize| &matrix[a * len..][..len];
     (0..reps.len().div_ceil(ROWS))
         .into_par_iter()
         .map(|block| {
@@ -181,9 +187,16 @@ fn exact_pairs(entries: &[Entry], reps: &[usize], model: &Model, threshold: f32)
             for b in first + 1..reps.len() {
                 let y = row(b);
                 for a in rows.start..rows.end.min(b) {
-                    let sq = squared_euclidean(row(a), y);
-                    if sq <= t2 {
-                        hits.push((reps[a], reps[b], sq.sqrt()));
+                    let x = row(a);
+                    let mut best = f32::INFINITY;
+                    for &(offset, margin, r2) in &views {
+                        let sq = squared_euclidean(&x[offset..][..dim], &y[offset..][..dim]);
+                        if sq <= r2 {
+                            best = best.min(sq.sqrt() + margin);
+                        }
+                    }
+                    if best <= threshold {
+                        hits.push((reps[a], reps[b], best));
                     }
                 }
             }
@@ -274,5 +287,49 @@ mod tests {
         scores.push(10.0);
         let cut = robust_cut(&scores);
         assert!(cut > 1.04 && cut < 2.0, "cut {cut}");
+    }
+
+    #[test]
+    fn block_comparison_of_views_agrees_with_the_models_distance() {
+        use crate::tower::{self, SplitMix64, TowerSpec, TowerWeights};
+        let spec = TowerSpec::photo(4);
+        let mut meta = tower::untrained_meta(&spec).unwrap();
+        meta.grey_margin = Some(0.3);
+        let bytes = tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 1).unwrap(), &meta).unwrap();
+        let model = Model::from_bytes(&bytes, "m").unwrap();
+        assert_eq!(model.embedding_len(), 8);
+        let mut rng = SplitMix64::new(4);
+        let entries: Vec<Entry> = (0..150u8)
+            .map(|i| Entry {
+                path: format!("{i}.png").into(),
+                size: 1,
+                modified_ns: 0,
+                sha256: [i; 32],
+                dims: (1, 1),
+                embedding: (0..8).map(|_| rng.next_f32()).collect(),
+            })
+            .collect();
+        let reps: Vec<usize> = (0..entries.len()).collect();
+        let threshold = 0.5;
+        let mut fast: Vec<Pair> =
+            exact_pairs(&entries, &reps, &model, threshold).into_iter().flat_map(|r| r.unwrap()).collect();
+        fast.sort_by_key(|p| (p.0, p.1));
+        let mut slow = Vec::new();
+        let mut by_grey = 0;
+        for a in 0..entries.len() {
+            for b in a + 1..entries.len() {
+                let (x, y) = (&entries[a].embedding, &entries[b].embedding);
+                let d = model.distance(x, y).unwrap();
+                if d <= threshold {
+                    slow.push((a, b, d));
+                    by_grey += usize::from(crate::squared_euclidean(&x[..4], &y[..4]).sqrt() > threshold);
+                }
+            }
+        }
+        assert!(by_grey > 0 && slow.len() > by_grey, "{} pairs, {by_grey} only through the grey view", slow.len());
+        assert_eq!(fast.len(), slow.len());
+        for (f, s) in fast.iter().zip(&slow) {
+            assert!(f.0 == s.0 && f.1 == s.1 && (f.2 - s.2).abs() < 1e-5, "{f:?} vs {s:?}");
+        }
     }
 }

@@ -256,6 +256,20 @@ impl Model {
         self.meta.embedding_dim * self.views()
     }
 
+    /// Where the model's distance is the least, over its views, of the plain Euclidean
+    /// distance between the two images' embeddings of that view plus the view's margin: each
+    /// view's `(offset, margin)` in the embedding. `None` for a cosine model or one with
+    /// orientations (their distance pairs different views). Grouping uses it to compare views
+    /// in blocks, as fast as a one-view model.
+    pub(crate) fn plain_views(&self) -> Option<Vec<(usize, f32)>> {
+        if self.meta.metric != crate::Metric::Euclidean || self.invariance != Invariance::None {
+            return None;
+        }
+        let mut views = vec![(0, 0.0)];
+        views.extend(self.meta.grey_margin.map(|m| (self.meta.embedding_dim, m)));
+        Some(views)
+    }
+
     /// Network runs per image: orientations, then the grey view.
     fn views(&self) -> usize {
         let m = &self.meta.input;
@@ -299,14 +313,32 @@ impl Model {
         let m = &self.meta.input;
         let runs = self.invariance.runs(m.height, m.width);
         if self.views() == 1 {
-            return self.run_batch(input, n);
+            return self.run_rows(input, n);
         }
         let mut all = orientations(input, n, (m.channels, m.height, m.width), self.invariance);
         if self.meta.grey_margin.is_some() && input.len() == n * self.input_len() {
             let p = &self.meta.preprocess;
             all = with_grey(&all, input, n, runs, (m.height, m.width), &p.mean, &p.std);
         }
-        self.run_batch(&all, n * self.views())
+        self.run_rows(&all, n * self.views())
+    }
+
+    /// [`Model::run_batch`] in pieces of at least [`MIN_PIECE`] rows, one per rayon thread, in
+    /// parallel: one tract call keeps to one thread, so a scan's network thread would otherwise
+    /// leave the other cores to decoding alone and be the bottleneck on small images.
+    fn run_rows(&self, input: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let pieces = rayon::current_num_threads().min(rows / MIN_PIECE).max(1);
+        let len = self.input_len();
+        if pieces == 1 || input.len() != rows * len {
+            return self.run_batch(input, rows);
+        }
+        let per = rows.div_ceil(pieces) * len;
+        let outs: Vec<Result<Vec<f32>>> = input.par_chunks(per).map(|c| self.run_batch(c, c.len() / len)).collect();
+        let mut out = Vec::with_capacity(rows * self.meta.embedding_dim);
+        for o in outs {
+            out.extend(o?);
+        }
+        Ok(out)
     }
 
     /// Embeds decoded images in one network call.
@@ -423,6 +455,10 @@ impl Model {
         })
     }
 }
+
+/// Fewest rows [`Model::run_rows`] gives one thread: smaller pieces cost more in per-call
+/// overhead than they gain.
+const MIN_PIECE: usize = 16;
 
 /// Optimised plans per batch size. tract optimises a graph with a symbolic batch much less well
 /// than one with a concrete batch (3-6x slower here, see docs/benchmarks.md), so each batch size

@@ -6,7 +6,8 @@
 //! damaged graph file can never reach hnsw_rs's loader (which exits the process on one). The
 //! graph is used only where the model's distance is the plain Euclidean distance between whole
 //! embeddings (an L2 distance, which, unlike hnsw_rs's `DistDot`, is safe on exact duplicates);
-//! a cosine model or an index built with orientation invariance is searched exactly.
+//! a cosine model, an index built with orientation invariance or a model with a grey view is
+//! searched exactly.
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 use rayon::prelude::*;

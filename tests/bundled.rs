@@ -109,13 +109,16 @@ fn large_jpegs_decode_scaled_and_embed_as_when_decoded_whole() {
     assert_eq!((decoded.full_size, decoded.image.dimensions()), ((400, 300), (400, 300)));
 }
 
-/// The grey view's calibration on the bundled photo model, over a suite built from the example
-/// photos: the margin it picks makes the model find more duplicate pairs at its threshold with
-/// no more false positives, through `Model::distance`.
+/// The bundled photo model carries a grey view. Its calibration, over a suite built from the
+/// example photos: the margin it picks makes the model find more duplicate pairs at its
+/// threshold than the colour view alone, with no more false positives, through
+/// `Model::distance`.
 #[test]
 fn a_calibrated_grey_margin_finds_more_copies_and_no_more_false_positives() {
     use twinscan::augment::{build_suite, grey_margin, load_photos, score};
     let model = Model::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/photo.onnx")).unwrap();
+    let shipped = model.meta().grey_margin.expect("the bundled model has a grey view");
+    assert!(shipped > 0.0 && shipped < model.meta().threshold, "shipped margin {shipped}");
     let (photos, errors) =
         load_photos(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/photos"), 256, 128).unwrap();
     assert!(errors.iter().all(|e| e.to_string().contains("SOURCES.md")), "{errors:?}");
@@ -129,6 +132,7 @@ fn a_calibrated_grey_margin_finds_more_copies_and_no_more_false_positives() {
         let e = m.embed_images(&images).unwrap();
         score(&suite, &|i, j| m.distance(&e[i], &e[j]).unwrap(), threshold, false).overall
     };
-    let (without, with) = (counts(&model), counts(&model.clone().with_grey_margin(Some(margin))));
+    let colour_only = model.clone().with_grey_margin(None);
+    let (without, with) = (counts(&colour_only), counts(&model.clone().with_grey_margin(Some(margin))));
     assert!(with.tp > without.tp && with.fp <= without.fp, "without {without:?}, with {with:?}");
 }
