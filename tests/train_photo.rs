@@ -20,7 +20,7 @@ fn photos(seeds: std::ops::Range<u64>) -> Vec<Photo> {
         .collect()
 }
 
-fn run(loss: Loss, seed: u64) -> (PhotoTrained, Vec<u8>) {
+fn run(loss: Loss, seed: u64, bursts: f32) -> (PhotoTrained, Vec<u8>) {
     let train = photos(0..4);
     let calibrate = photos(10..12);
     let suite = build_suite(&calibrate.iter().collect::<Vec<_>>(), 1, 3);
@@ -31,6 +31,7 @@ fn run(loss: Loss, seed: u64) -> (PhotoTrained, Vec<u8>) {
         steps: 2,
         batch: 6,
         lr: 1e-3,
+        bursts,
         seed,
         dataset: "synthetic".into(),
     };
@@ -46,15 +47,19 @@ fn run(loss: Loss, seed: u64) -> (PhotoTrained, Vec<u8>) {
 
 #[test]
 fn photo_training_exports_what_it_trained_and_reproduces() {
-    let (trained, bytes) = run(Loss::InfoNce { temperature: 0.1 }, 7);
+    let (trained, bytes) = run(Loss::InfoNce { temperature: 0.1 }, 7, 0.0);
     assert!(trained.history.iter().all(|e| e.loss.is_finite() && e.loss > 0.0));
     let t = trained.meta.threshold;
     assert!(t > 0.0 && t <= 2.0, "threshold {t} outside the normalised distance range");
     assert_eq!(trained.meta.provenance.loss, "infonce");
-    let (_, again) = run(Loss::InfoNce { temperature: 0.1 }, 7);
+    let (_, again) = run(Loss::InfoNce { temperature: 0.1 }, 7, 0.0);
     assert_eq!(bytes, again, "same seed, same model");
-    let (_, other) = run(Loss::Contrastive { margin: 1.0 }, 7);
+    let (_, other) = run(Loss::Contrastive { margin: 1.0 }, 7, 0.0);
     assert_ne!(bytes, other);
+    let (_, bursts) = run(Loss::InfoNce { temperature: 0.1 }, 7, 0.5);
+    let (_, bursts_again) = run(Loss::InfoNce { temperature: 0.1 }, 7, 0.5);
+    assert_eq!(bursts, bursts_again, "hard negatives are seeded too");
+    assert_ne!(bytes, bursts);
 }
 
 #[test]
@@ -68,6 +73,7 @@ fn photo_training_refuses_a_pair_loss() {
         steps: 1,
         batch: 4,
         lr: 1e-3,
+        bursts: 0.0,
         seed: 1,
         dataset: "synthetic".into(),
     };

@@ -85,10 +85,7 @@ pub fn build_suite(photos: &[&Photo], originals: usize, seed: u64) -> Vec<SuiteI
                 let d = step(r, 0.6, 0.8);
                 o.shifted(if r.below(2) == 0 { (d, 0.0) } else { (0.0, d) }, 1.0, size)
             };
-            let burst = |r: &mut SplitMix64| {
-                let (dx, dy) = (step(r, 0.2, 0.3), step(r, 0.0, 0.1));
-                o.shifted(if r.below(2) == 0 { (dx, dy) } else { (dy, dx) }, uniform(r, 0.9, 1.1), size)
-            };
+            let burst = |r: &mut SplitMix64| o.burst(r, size);
             // The window it was placed beside is exempt from the overlap limit by construction.
             let own = taken.iter().position(|t| t == o);
             for (role, make) in

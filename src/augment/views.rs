@@ -41,6 +41,16 @@ impl Window {
         Window { x: rng.below((iw - w + 1) as usize) as u32, y: rng.below((ih - h + 1) as usize) as u32, w, h }
     }
 
+    /// A burst-like neighbour in an image of `size`: this window moved by a fifth to three
+    /// tenths of its size along one axis and up to a tenth along the other, rescaled by up to
+    /// 10%, if that fits (the next frame of a burst, hand held).
+    pub fn burst(&self, rng: &mut SplitMix64, size: (u32, u32)) -> Option<Window> {
+        let step = |r: &mut SplitMix64, lo, hi| uniform(r, lo, hi) * if r.below(2) == 0 { -1.0 } else { 1.0 };
+        let (dx, dy) = (step(rng, 0.2, 0.3), step(rng, 0.0, 0.1));
+        let shift = if rng.below(2) == 0 { (dx, dy) } else { (dy, dx) };
+        self.shifted(shift, uniform(rng, 0.9, 1.1), size)
+    }
+
     /// This window moved by `(dx, dy)` of its own size and scaled by `s`, if it still fits in
     /// an image of `iw x ih`.
     pub fn shifted(&self, (dx, dy): (f32, f32), s: f32, (iw, ih): (u32, u32)) -> Option<Window> {

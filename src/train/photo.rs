@@ -37,6 +37,10 @@ pub struct PhotoConfig {
     pub batch: usize,
     /// Adam learning rate.
     pub lr: f64,
+    /// Share of a step's windows that bring a burst-like neighbour of the same photo
+    /// ([`Window::burst`]) as one more window: a hard negative, a different shot of the same
+    /// scene. 0 keeps windows of one photo at most half overlapping.
+    pub bursts: f32,
     /// Seed of windows, copies and initialisation.
     pub seed: u64,
     /// Data set description for the model's provenance.
@@ -80,11 +84,16 @@ pub fn suite_score(suite: &[SuiteImage], embeddings: &[f32], meta: &ModelMeta, i
 
 /// The windows of one step: a random photo each, a quarter to all of each side, none flatter
 /// than [`MIN_DETAIL`] and, among windows of one photo, no two overlapping by more than half
-/// (otherwise another draw), so that in-batch negatives are not secretly the
-/// same picture.
-fn step_windows(photos: &[&Photo], n: usize, rng: &mut SplitMix64) -> Result<Vec<(usize, Window)>> {
+/// (otherwise another draw), so that in-batch negatives are not secretly the same picture;
+/// except that a `bursts` share of them is followed by a burst-like neighbour, which overlaps
+/// its own window more and is meant as a negative.
+fn step_windows(photos: &[&Photo], n: usize, bursts: f32, rng: &mut SplitMix64) -> Result<Vec<(usize, Window)>> {
     let mut out: Vec<(usize, Window)> = Vec::with_capacity(n);
     let mut tries = 0;
+    let fits = |out: &[(usize, Window)], p: usize, win: &Window, partner: Option<&Window>| {
+        let apart = out.iter().all(|(q, o)| *q != p || Some(o) == partner || o.iou(win) < 0.5);
+        apart && detail(&photos[p].image, win) >= MIN_DETAIL
+    };
     while out.len() < n {
         tries += 1;
         if tries > 100 * n {
@@ -93,11 +102,17 @@ fn step_windows(photos: &[&Photo], n: usize, rng: &mut SplitMix64) -> Result<Vec
             });
         }
         let p = rng.below(photos.len());
-        let (w, h) = photos[p].image.dimensions();
-        let win = Window::random(w, h, (0.25, 1.0), rng);
-        let apart = out.iter().all(|(q, o)| *q != p || o.iou(&win) < 0.5);
-        if apart && detail(&photos[p].image, &win) >= MIN_DETAIL {
-            out.push((p, win));
+        let size = photos[p].image.dimensions();
+        let win = Window::random(size.0, size.1, (0.25, 1.0), rng);
+        if !fits(&out, p, &win, None) {
+            continue;
+        }
+        out.push((p, win));
+        // Drawn only when asked for, so that a run without bursts draws what it always drew.
+        if bursts > 0.0 && out.len() < n && rng.next_f32() < bursts {
+            if let Some(b) = win.burst(rng, size).filter(|b| fits(&out, p, b, Some(&win))) {
+                out.push((p, b));
+            }
         }
     }
     Ok(out)
@@ -122,6 +137,9 @@ pub fn train_photos(
             config.loss.name()
         )));
     }
+    if !(0.0..=1.0).contains(&config.bursts) {
+        return Err(invalid(format!("bursts must lie in 0..=1, not {}", config.bursts)));
+    }
     if train.is_empty() || calibration.is_empty() || config.batch < 2 {
         return Err(invalid("need training photos, a calibration suite and at least 2 windows per step".into()));
     }
@@ -139,7 +157,7 @@ pub fn train_photos(
         let start = Instant::now();
         let mut loss_sum = 0.0;
         for _ in 0..config.steps {
-            let windows = step_windows(train, config.batch, &mut rng)?;
+            let windows = step_windows(train, config.batch, config.bursts, &mut rng)?;
             let seeds: Vec<u64> = windows.iter().map(|_| rng.next_u64()).collect();
             let views: Vec<[DynamicImage; 2]> = windows
                 .par_iter()
@@ -200,4 +218,34 @@ pub fn photo_parity(trained: &PhotoTrained, model: &crate::Model, images: &[Suit
     let decoded: Vec<DynamicImage> = images.iter().map(|s| DynamicImage::ImageRgb8(s.image.clone())).collect();
     let theirs = model.run_batch(&write_inputs(&decoded, model.meta()), images.len())?;
     Ok(ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_windows_come_as_close_neighbours_only_when_asked_for() {
+        let image = image::RgbImage::from_fn(300, 200, |x, y| {
+            image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x * y) % 256) as u8])
+        });
+        let photo = Photo { path: "p.png".into(), key: "p".into(), image };
+        let photos = [&photo];
+        let windows = |bursts: f32| step_windows(&photos, 24, bursts, &mut SplitMix64::new(5)).unwrap();
+        let close = |w: &[(usize, Window)]| w.windows(2).filter(|p| p[0].1.iou(&p[1].1) >= 0.35).count();
+        let (plain, bursts) = (windows(0.0), windows(1.0));
+        for w in [&plain, &bursts] {
+            assert_eq!(w.len(), 24);
+            assert!(w.iter().all(|(_, w)| w.x + w.w <= 300 && w.y + w.h <= 200));
+        }
+        for (i, a) in plain.iter().enumerate() {
+            assert!(plain[i + 1..].iter().all(|b| a.1.iou(&b.1) < 0.5), "without bursts, windows stay apart");
+        }
+        assert!(
+            close(&bursts) >= close(&plain) + 6,
+            "{} close pairs with bursts, {} without",
+            close(&bursts),
+            close(&plain)
+        );
+    }
 }

@@ -45,6 +45,10 @@ pub struct Args {
     /// Embedding size.
     #[arg(long, default_value_t = 128)]
     dim: usize,
+    /// Share of each step's windows that bring a burst-like neighbour of the same photo as a
+    /// hard negative (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    bursts: f32,
     /// Also compare images as grey, at a margin calibrated on the calibration suite
     /// (`twinscan::augment::grey_margin`): grey and re-lit copies match.
     #[arg(long)]
@@ -98,6 +102,7 @@ pub fn run(args: Args) -> Result<Code> {
         steps: args.steps,
         batch: args.batch,
         lr: args.lr,
+        bursts: args.bursts,
         seed: args.seed,
         dataset: format!(
             "{} ({} training photos, pixels sha256 {})",
@@ -129,7 +134,8 @@ pub fn run(args: Args) -> Result<Code> {
     std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     std::fs::write(args.out.with_extension("csv"), csv)?;
     let command: Vec<String> = std::env::args().collect();
-    let card = render(&trained, &command.join(" "), &checksum, max_diff, started.elapsed().as_secs_f64(), &args.out);
+    let run = Run { command: command.join(" "), checksum, parity: max_diff, seconds: started.elapsed().as_secs_f64() };
+    let card = render(&trained, &run, args.bursts, &args.out);
     std::fs::write(args.out.with_extension("md"), card)?;
     let best = &trained.history[trained.best_epoch - 1].calibration;
     writeln!(
@@ -154,24 +160,33 @@ fn epoch_cells(e: &PhotoEpoch, digits: usize, second_digits: usize) -> Vec<Strin
     cells
 }
 
-fn render(
-    t: &PhotoTrained,
-    command: &str,
-    checksum: &str,
+/// How a run went, for its card.
+struct Run {
+    command: String,
+    checksum: String,
     parity: f32,
     seconds: f64,
-    file: &std::path::Path,
-) -> String {
+}
+
+fn render(t: &PhotoTrained, run: &Run, bursts: f32, file: &std::path::Path) -> String {
+    let Run { checksum, parity, seconds, .. } = run;
     let p = &t.meta.provenance;
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let best = &t.history[t.best_epoch - 1].calibration;
-    let command = super::card::reproducible(command);
+    let command = super::card::reproducible(&run.command);
     let mut s = format!("# {name}\n\nTower `{}`, loss `{}`, data {}.\n\n", p.tower, p.loss, p.dataset);
     s += &format!("## Reproduce\n\n```sh\nscripts/fetch-data.sh photos\n{command}\n```\n\n");
     s += "Self-supervised: two random copies of one window of a training photo are a positive pair, every other \
           view in the step a negative. The epoch kept and the threshold are chosen by the best F1 on the \
           near-duplicate suite built from the calibration photos (never trained on); the benchmark photos are \
-          a third part, see `docs/benchmarks.md`.\n\n";
+          a third part, see `docs/benchmarks.md`.";
+    if bursts > 0.0 {
+        s += &format!(
+            " A share of {bursts} of the windows bring a burst-like neighbour of the same photo (moved by a fifth \
+             to three tenths of its size) as one more window: a hard negative."
+        );
+    }
+    s += "\n\n";
     s += "## Measured (calibration suite)\n\n| what | value |\n| --- | --- |\n";
     s += &format!("| threshold (distance) | {:.5} |\n", t.meta.threshold);
     s += &format!(
