@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod augment;
+pub mod contain;
 pub mod dataset;
 pub mod detect;
 mod error;
