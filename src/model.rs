@@ -341,7 +341,7 @@ impl Model {
         Ok(out)
     }
 
-    /// Embeds decoded images in one network call.
+    /// Embeds decoded images as one batch.
     pub fn embed_images(&self, images: &[DynamicImage]) -> Result<Vec<Embedding>> {
         let out = self.embed_inputs(&write_inputs(images, &self.meta), images.len())?;
         Ok(out.chunks(self.embedding_len().max(1)).map(<[f32]>::to_vec).collect())

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::tower::SplitMix64;
-use crate::{squared_euclidean, Metric, Model};
+use crate::{squared_euclidean, Model};
 
 /// Which search to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,10 +193,10 @@ impl<'a> Search<'a> {
     }
 }
 
-/// Whether `model`'s distance is the plain Euclidean distance between whole embeddings (no
-/// cosine, no orientation search), the case both the graph and exact search's fast path serve.
+/// Whether `model`'s distance is the plain Euclidean distance between whole embeddings (one
+/// view: no cosine, no orientations, no grey view), the case the graph serves.
 pub(crate) fn plain_euclidean(model: &Model) -> bool {
-    model.meta().metric == Metric::Euclidean && model.embedding_len() == model.meta().embedding_dim
+    model.plain_views().is_some_and(|views| views.len() == 1)
 }
 
 /// hnsw_rs's `DistL2`, summed in lanes (its own f32 sum is sequential).
