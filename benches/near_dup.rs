@@ -96,7 +96,7 @@ fn with_containment(suite: &[SuiteImage], distance: &(dyn Fn(usize, usize) -> f3
             (i + 1..n).filter_map(move |j| {
                 let d = distance(i, j);
                 let r = rank[i][j].min(rank[j][i]);
-                let check = d > threshold && r < rule.neighbours && d <= rule.max_distance * threshold;
+                let check = rule.checks(d, threshold, r);
                 checked_pairs.fetch_add(usize::from(check), std::sync::atomic::Ordering::Relaxed);
                 (check && rule.duplicate(d, threshold, r, &thumbs[i], &thumbs[j])).then_some((i, j))
             })

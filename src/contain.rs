@@ -103,9 +103,12 @@ impl ContainmentRule {
     /// threshold, or close enough to check and one contains the other.
     pub fn duplicate(&self, distance: f32, threshold: f32, rank: usize, a: &Thumb, b: &Thumb) -> bool {
         distance <= threshold
-            || (rank < self.neighbours
-                && distance <= self.max_distance * threshold
-                && containment(a, b).holds(self.alignment, self.detail))
+            || (self.checks(distance, threshold, rank) && containment(a, b).holds(self.alignment, self.detail))
+    }
+
+    /// Whether a pair beyond the threshold is close enough to be checked at all.
+    pub fn checks(&self, distance: f32, threshold: f32, rank: usize) -> bool {
+        distance > threshold && rank < self.neighbours && distance <= self.max_distance * threshold
     }
 }
 
