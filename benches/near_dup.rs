@@ -22,7 +22,9 @@ use std::time::Instant;
 use image::DynamicImage;
 use image_hasher::{HashAlg, HasherConfig};
 use rayon::prelude::*;
-use twinscan::augment::{best_score, build_suite, load_photos, score, select, Part, Score, SuiteImage, Transform};
+use twinscan::augment::{
+    best_score, build_suite, load_photos, pair_kind, score, select, PairKind, Part, Score, SuiteImage, Transform,
+};
 use twinscan::contain::{ContainmentRule, Thumb};
 use twinscan::{Invariance, Model};
 
@@ -103,16 +105,16 @@ fn with_containment(suite: &[SuiteImage], distance: &(dyn Fn(usize, usize) -> f3
         })
         .collect();
     eprintln!(
-        "containment check: {} pairs checked in {:.2} s (all cores, thumbnails included)",
+        "containment check: {} pairs checked in {:.2} s (all cores)",
         checked_pairs.into_inner(),
         start.elapsed().as_secs_f64()
     );
     for &(i, j) in &found {
-        if suite[i].group != suite[j].group {
+        if pair_kind(&suite[i], &suite[j]) == PairKind::Distinct {
             let (a, b) = (&suite[i], &suite[j]);
             eprintln!(
-                "containment check: distinct pair {:?} (group {}) / {:?} (group {})",
-                a.role, a.group, b.role, b.group
+                "containment check: distinct pair {:?} (group {}, shows {:?}) / {:?} (group {}, shows {:?})",
+                a.role, a.group, a.shows, b.role, b.group, b.shows
             );
         }
     }

@@ -15,6 +15,7 @@
 use std::error::Error;
 use std::time::Instant;
 
+use twinscan::contain::Thumb;
 use twinscan::detect::{duplicate_groups, outliers, OutlierRule};
 use twinscan::index::Entry;
 use twinscan::search::{Purpose, Search, SearchKind};
@@ -117,6 +118,8 @@ fn entries(vectors: &[Vec<f32>]) -> Vec<Entry> {
                 sha256,
                 dims: (64, 64),
                 embedding: v.clone(),
+                // Grouping here is by distance alone (no containment check).
+                thumb: Thumb::of(&image::DynamicImage::new_luma8(1, 1)),
             }
         })
         .collect()
@@ -127,7 +130,7 @@ type Pairs = Vec<(usize, usize)>;
 
 fn pairs(entries: &[Entry], model: &Model, kind: SearchKind) -> Result<(Pairs, f64), Box<dyn Error>> {
     let start = Instant::now();
-    let groups = duplicate_groups(entries, model, model.meta().threshold, kind)?;
+    let groups = duplicate_groups(entries, model, model.meta().threshold, kind, None)?;
     let seconds = start.elapsed().as_secs_f64();
     let mut out: Pairs =
         groups.iter().flat_map(|g| g.members[1..].iter().map(|m| (g.members[0].entry, m.entry))).collect();

@@ -2,11 +2,12 @@
 //! copies, whose original is a part of them), which no embedding distance can find without
 //! also matching other shots of the same scene.
 //!
-//! Each image is kept as a small grey [`Thumb`]. [`containment`] places one thumbnail inside
-//! the other: every rectangle that keeps the placed image's aspect and at least
-//! [`MIN_SIDE`] of each side of the other, at every position, scored by normalised
-//! cross-correlation (which ignores brightness and contrast). The best placement's score is
-//! the *alignment*. Smooth pictures (skies, gradients) align with many places, so the
+//! Each image is kept as a small grey [`Thumb`] (the scan index stores one per image).
+//! [`containment`] places one thumbnail inside the other: every rectangle that keeps the placed
+//! image's aspect and at least [`MIN_SIDE`] of each side of the other, at every position,
+//! scored by normalised cross-correlation (which ignores brightness and contrast). The search
+//! runs on half-size thumbnails and refines the best few placements at full size, where the
+//! best score is the *alignment*. Smooth pictures (skies, gradients) align with many places, so the
 //! placement is then checked on the images' fine structure: the same correlation of the
 //! high-passed thumbnails (each less its blur), allowing one pixel of misalignment, is the
 //! *detail*. A crop scores high on both; a burst shot (a quarter of it new) or a smooth
@@ -21,6 +22,7 @@
 //! ```
 
 use image::{imageops, DynamicImage, GrayImage, RgbImage};
+use serde::{Deserialize, Serialize};
 
 /// Longest side of a thumbnail, in pixels.
 pub const THUMB_SIDE: u32 = 64;
@@ -35,20 +37,61 @@ const SIZE_STEP: f32 = 0.0125;
 /// Blur (sigma, in thumbnail pixels) whose removal leaves the fine structure.
 const DETAIL_SIGMA: f32 = 1.0;
 
-/// A grey thumbnail, longest side [`THUMB_SIDE`].
-#[derive(Debug, Clone, PartialEq)]
+/// How many of the best half-size placements are refined at full size.
+const REFINED: usize = 3;
+
+/// How far (in thumbnail pixels, in size and in position) a refinement looks around a
+/// half-size placement: its rounding is one half-size pixel, two here.
+const REFINE: f32 = 3.0;
+
+/// A grey thumbnail, longest side [`THUMB_SIDE`]: what [`containment`] compares, small
+/// enough to keep in an index (3 KB).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ThumbParts", into = "ThumbParts")]
 pub struct Thumb {
     image: GrayImage,
 }
 
+/// A [`Thumb`] as stored: checked when read back, so a damaged index cannot make one whose
+/// pixels do not match its size.
+#[derive(Serialize, Deserialize)]
+struct ThumbParts {
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+}
+
+impl TryFrom<ThumbParts> for Thumb {
+    type Error = String;
+
+    fn try_from(p: ThumbParts) -> Result<Thumb, String> {
+        let fits = p.width.max(p.height) <= THUMB_SIDE && p.width.min(p.height) >= 1;
+        fits.then(|| GrayImage::from_raw(p.width, p.height, p.pixels))
+            .flatten()
+            .map(|image| Thumb { image })
+            .ok_or_else(|| format!("thumbnail {}x{} does not match its pixels", p.width, p.height))
+    }
+}
+
+impl From<Thumb> for ThumbParts {
+    fn from(t: Thumb) -> ThumbParts {
+        ThumbParts { width: t.image.width(), height: t.image.height(), pixels: t.image.into_raw() }
+    }
+}
+
 impl Thumb {
-    /// The thumbnail of an image (luma, area-weighted shrink).
+    /// The thumbnail of an image: luma, shrunk by area averaging (enlarged smoothly when
+    /// smaller than a thumbnail).
     pub fn of(image: &DynamicImage) -> Thumb {
-        let grey = image.to_luma8();
-        let (w, h) = grey.dimensions();
-        let s = THUMB_SIDE as f32 / w.max(h).max(1) as f32;
-        let side = |n: u32| ((n as f32 * s).round() as u32).max(1);
-        Thumb { image: imageops::resize(&grey, side(w), side(h), imageops::FilterType::Triangle) }
+        let (w, h) = (image.width(), image.height());
+        let image = if w.max(h) > THUMB_SIDE {
+            image.thumbnail(THUMB_SIDE, THUMB_SIDE).to_luma8()
+        } else {
+            let s = THUMB_SIDE as f32 / w.max(h).max(1) as f32;
+            let side = |n: u32| ((n as f32 * s).round() as u32).clamp(1, THUMB_SIDE);
+            imageops::resize(&image.to_luma8(), side(w), side(h), imageops::FilterType::Triangle)
+        };
+        Thumb { image }
     }
 
     /// [`Thumb::of`] an RGB image.
@@ -145,41 +188,101 @@ fn sizes(small: &GrayImage, (bw, bh): (u32, u32)) -> Vec<(u32, u32)> {
     out
 }
 
-/// `small` placed inside `big`.
+/// `small` placed at `w x h`, `(x, y)` inside the other image, and the correlation there.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    score: f32,
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+}
+
+/// `small` placed inside `big`: every size and position is tried on half-size thumbnails, and
+/// the best few placements are refined on the thumbnails themselves (a sixteenth of the work of
+/// searching at full size, for the same placements on photos).
 fn place(small: &GrayImage, big: &GrayImage) -> Containment {
+    let half = |img: &GrayImage| {
+        let (w, h) = img.dimensions();
+        imageops::resize(img, w.div_ceil(2), h.div_ceil(2), imageops::FilterType::Triangle)
+    };
+    let (small_half, big_half) = (half(small), half(big));
     let (bw, bh) = big.dimensions();
-    let levels = Plane::of(big.as_raw(), bw);
-    let mut best: Option<(f32, u32, u32, usize, usize)> = None;
-    for (w, h) in sizes(small, (bw, bh)) {
-        let t = imageops::resize(small, w, h, imageops::FilterType::Triangle);
-        let t = Plane::of(t.as_raw(), w);
-        for y in 0..=(bh - h) as usize {
-            for x in 0..=(bw - w) as usize {
-                let s = levels.ncc(&t, x, y);
-                if best.is_none_or(|b| s > b.0) {
-                    best = Some((s, w, h, x, y));
+    let (sx, sy) = (bw as f32 / big_half.width() as f32, bh as f32 / big_half.height() as f32);
+    let levels = Summed::of(big);
+    let fine_sizes = sizes(small, (bw, bh));
+    let mut best: Option<Placement> = None;
+    for c in best_placements(&small_half, &big_half) {
+        let (cx, cy, cw, ch) = (c.x as f32 * sx, c.y as f32 * sy, c.w as f32 * sx, c.h as f32 * sy);
+        let near = |v: u32, centre: f32| (v as f32 - centre).abs() <= REFINE;
+        for &(w, h) in fine_sizes.iter().filter(|(w, h)| near(*w, cw) && near(*h, ch)) {
+            let t = Template::of(small, w, h);
+            let span =
+                |centre: f32, room: u32| (centre - REFINE).max(0.0) as u32..=((centre + REFINE) as u32).min(room);
+            for y in span(cy, bh - h) {
+                for x in span(cx, bw - w) {
+                    let score = levels.ncc(&t, x, y);
+                    if best.is_none_or(|b| score > b.score) {
+                        best = Some(Placement { score, x, y, w, h });
+                    }
                 }
             }
         }
     }
-    let Some((alignment, w, h, x, y)) = best.filter(|b| b.0 > -1.0) else {
-        return Containment { alignment: -1.0, detail: -1.0 };
-    };
-    // Each side is high-passed as cut, so that an edge just outside the placement (a frame,
-    // the rest of the picture) cannot leak into it.
-    let t =
-        Plane { values: high_pass(&imageops::resize(small, w, h, imageops::FilterType::Triangle)), width: w as usize };
+    match best.filter(|b| b.score > -1.0) {
+        Some(p) => Containment { alignment: p.score, detail: detail(small, big, &p) },
+        None => Containment { alignment: -1.0, detail: -1.0 },
+    }
+}
+
+/// The [`REFINED`] best placements of `small` in `big` over every size and position, apart
+/// from one another by more than a pixel in size or position.
+fn best_placements(small: &GrayImage, big: &GrayImage) -> Vec<Placement> {
+    let levels = Summed::of(big);
+    let (bw, bh) = big.dimensions();
+    let mut per_size: Vec<Placement> = Vec::new();
+    for (w, h) in sizes(small, (bw, bh)) {
+        let t = Template::of(small, w, h);
+        let mut best: Option<Placement> = None;
+        for y in 0..=bh - h {
+            for x in 0..=bw - w {
+                let score = levels.ncc(&t, x, y);
+                if best.is_none_or(|b| score > b.score) {
+                    best = Some(Placement { score, x, y, w, h });
+                }
+            }
+        }
+        per_size.extend(best.filter(|b| b.score > -1.0));
+    }
+    per_size.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut chosen: Vec<Placement> = Vec::new();
+    for p in per_size {
+        let apart = |q: &Placement| p.x.abs_diff(q.x) > 1 || p.y.abs_diff(q.y) > 1 || p.w.abs_diff(q.w) > 1;
+        if chosen.len() < REFINED && chosen.iter().all(apart) {
+            chosen.push(p);
+        }
+    }
+    chosen
+}
+
+/// The placement's correlation on fine structure, allowing one pixel of misalignment. Each
+/// side is high-passed as cut, so that an edge just outside the placement (a frame, the rest
+/// of the picture) cannot leak into it.
+fn detail(small: &GrayImage, big: &GrayImage, p: &Placement) -> f32 {
+    let (bw, bh) = big.dimensions();
+    let (w, h) = (p.w, p.h);
+    let t = high_pass(&imageops::resize(small, w, h, imageops::FilterType::Triangle));
     let mut detail = -1.0f32;
     for dy in -1i64..=1 {
         for dx in -1i64..=1 {
-            let (px, py) = (x as i64 + dx, y as i64 + dy);
+            let (px, py) = (i64::from(p.x) + dx, i64::from(p.y) + dy);
             if px >= 0 && py >= 0 && px + i64::from(w) <= i64::from(bw) && py + i64::from(h) <= i64::from(bh) {
                 let cut = imageops::crop_imm(big, px as u32, py as u32, w, h).to_image();
-                detail = detail.max(Plane { values: high_pass(&cut), width: w as usize }.ncc(&t, 0, 0));
+                detail = detail.max(correlation(&high_pass(&cut), &t));
             }
         }
     }
-    Containment { alignment, detail }
+    detail
 }
 
 /// An image less its blur.
@@ -188,41 +291,115 @@ fn high_pass(img: &GrayImage) -> Vec<f32> {
     img.as_raw().iter().zip(blurred.as_raw()).map(|(a, b)| f32::from(*a) - f32::from(*b)).collect()
 }
 
-/// Row-major values of one channel.
-struct Plane {
-    values: Vec<f32>,
-    width: usize,
+/// Pearson correlation of two equally long series; -1 where either is flat.
+fn correlation(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() as f64;
+    // Sums of squares over thousands of values lose a smooth region's variance in f32.
+    let (mut sa, mut saa, mut sb, mut sbb, mut sab) = (0f64, 0f64, 0f64, 0f64, 0f64);
+    for (a, b) in a.iter().zip(b) {
+        let (a, b) = (f64::from(*a), f64::from(*b));
+        sa += a;
+        saa += a * a;
+        sb += b;
+        sbb += b * b;
+        sab += a * b;
+    }
+    let (va, vb) = (saa - sa * sa / n, sbb - sb * sb / n);
+    // Below one grey level of spread per pixel there is nothing to correlate.
+    if va <= n || vb <= n {
+        return -1.0;
+    }
+    ((sab - sa * sb / n) / (va * vb).sqrt()).clamp(-1.0, 1.0) as f32
 }
 
-impl Plane {
-    fn of(bytes: &[u8], width: u32) -> Plane {
-        Plane { values: bytes.iter().map(|v| f32::from(*v)).collect(), width: width as usize }
-    }
+/// `small` resized to one tried size, with the sums its correlations need.
+struct Template {
+    pixels: Vec<u8>,
+    width: usize,
+    height: usize,
+    sum: i64,
+    squares: i64,
+}
 
-    /// Normalised cross-correlation of `t` with the same-sized region of `self` at `(x, y)`;
-    /// -1 where either is flat.
-    fn ncc(&self, t: &Plane, x: usize, y: usize) -> f32 {
-        let (w, h) = (t.width, t.values.len() / t.width.max(1));
-        let n = (w * h) as f64;
-        // Sums of squares of 255-level values over thousands of pixels lose the variance of a
-        // smooth region in f32.
-        let (mut sa, mut saa, mut st, mut stt, mut sat) = (0f64, 0f64, 0f64, 0f64, 0f64);
-        for r in 0..h {
-            let row = &self.values[(y + r) * self.width + x..][..w];
-            for (a, b) in row.iter().zip(&t.values[r * w..][..w]) {
-                let (a, b) = (f64::from(*a), f64::from(*b));
-                sa += a;
-                saa += a * a;
-                st += b;
-                stt += b * b;
-                sat += a * b;
+impl Template {
+    fn of(small: &GrayImage, w: u32, h: u32) -> Template {
+        let pixels = imageops::resize(small, w, h, imageops::FilterType::Triangle).into_raw();
+        let sum = pixels.iter().map(|v| i64::from(*v)).sum();
+        let squares = pixels.iter().map(|v| i64::from(*v) * i64::from(*v)).sum();
+        Template { pixels, width: w as usize, height: h as usize, sum, squares }
+    }
+}
+
+/// A grey image with summed-area tables of its levels and their squares: the sums of any
+/// window in four lookups, so that each tried position costs one integer dot product.
+struct Summed {
+    pixels: Vec<u8>,
+    width: usize,
+    sums: Vec<i64>,
+    squares: Vec<i64>,
+}
+
+impl Summed {
+    fn of(img: &GrayImage) -> Summed {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let stride = w + 1;
+        let (mut sums, mut squares) = (vec![0i64; stride * (h + 1)], vec![0i64; stride * (h + 1)]);
+        for y in 0..h {
+            let (mut row, mut row_sq) = (0i64, 0i64);
+            for x in 0..w {
+                let v = i64::from(img.as_raw()[y * w + x]);
+                row += v;
+                row_sq += v * v;
+                sums[(y + 1) * stride + x + 1] = sums[y * stride + x + 1] + row;
+                squares[(y + 1) * stride + x + 1] = squares[y * stride + x + 1] + row_sq;
             }
         }
-        let (va, vt) = (saa - sa * sa / n, stt - st * st / n);
+        Summed { pixels: img.as_raw().clone(), width: w, sums, squares }
+    }
+
+    fn window(&self, table: &[i64], x: usize, y: usize, w: usize, h: usize) -> i64 {
+        let s = self.width + 1;
+        table[(y + h) * s + x + w] + table[y * s + x] - table[y * s + x + w] - table[(y + h) * s + x]
+    }
+
+    /// Normalised cross-correlation of `t` with the region of the same size at `(x, y)`; -1
+    /// where either is flat. Exact: every sum is an integer.
+    fn ncc(&self, t: &Template, x: u32, y: u32) -> f32 {
+        let (x, y, w, h) = (x as usize, y as usize, t.width, t.height);
+        let mut dot = 0i64;
+        for r in 0..h {
+            let row = &self.pixels[(y + r) * self.width + x..][..w];
+            // One row's products of 8-bit levels fit a u32 (w <= THUMB_SIDE); this loop is
+            // where the search spends its time, and the narrow sum vectorises.
+            let s: u32 = row.iter().zip(&t.pixels[r * w..][..w]).map(|(a, b)| u32::from(*a) * u32::from(*b)).sum();
+            dot += i64::from(s);
+        }
+        let n = (w * h) as i64;
+        let (sa, saa) = (self.window(&self.sums, x, y, w, h), self.window(&self.squares, x, y, w, h));
+        // n times the variances and the covariance, exactly.
+        let (va, vt) = (n * saa - sa * sa, n * t.squares - t.sum * t.sum);
         // Below one grey level of spread per pixel there is nothing to correlate.
-        if va <= n || vt <= n {
+        if va <= n * n || vt <= n * n {
             return -1.0;
         }
-        ((sat - sa * st / n) / (va * vt).sqrt()).clamp(-1.0, 1.0) as f32
+        let cov = n * dot - sa * t.sum;
+        (cov as f64 / ((va as f64) * (vt as f64)).sqrt()).clamp(-1.0, 1.0) as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_thumbnail_must_match_its_size() {
+        let thumb = Thumb::of(&DynamicImage::new_luma8(200, 100));
+        assert_eq!(thumb.image.dimensions(), (THUMB_SIDE, THUMB_SIDE / 2));
+        let bytes = postcard::to_allocvec(&thumb).unwrap();
+        assert_eq!(postcard::from_bytes::<Thumb>(&bytes).unwrap(), thumb);
+        for (width, height, len) in [(10, 10, 99), (0, 5, 0), (THUMB_SIDE + 1, 1, THUMB_SIDE as usize + 1)] {
+            let bytes = postcard::to_allocvec(&ThumbParts { width, height, pixels: vec![0; len] }).unwrap();
+            assert!(postcard::from_bytes::<Thumb>(&bytes).is_err(), "{width}x{height} with {len} pixels");
+        }
     }
 }

@@ -5,7 +5,10 @@
 //! group opens one and becomes the image to keep, and every image not yet in a group that lies
 //! within the threshold *of that image* joins it. Membership is judged against the kept image
 //! only, never through another member, so a chain of loosely similar images cannot merge into
-//! one mega-group: every member is within the threshold of the image to keep.
+//! one mega-group: every member is within the threshold of the image to keep. With a
+//! [`ContainmentRule`], an image beyond the threshold also joins when the rule checks the pair
+//! (among each other's nearest, not too far) and one image is a part of the other (a crop, a
+//! framed copy): see [`crate::contain`].
 //!
 //! **Outlier rule.** An image's score is its mean distance to its `k` nearest other images (its
 //! own byte-identical copies are not its neighbours). It is flagged when the score exceeds the
@@ -17,6 +20,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+use crate::contain::{containment, ContainmentRule};
 use crate::error::Result;
 use crate::index::Entry;
 use crate::search::{Purpose, Search, SearchKind};
@@ -31,6 +35,9 @@ pub struct Member {
     pub distance: f32,
     /// Byte-identical to the image to keep.
     pub exact: bool,
+    /// Joined by the containment check: beyond the threshold, but one of it and the image to
+    /// keep is a part of the other.
+    pub contained: bool,
 }
 
 /// A duplicate group: the image to keep first, then the others by distance to it.
@@ -54,10 +61,17 @@ fn keep_order(a: &Entry, b: &Entry) -> Ordering {
     pixels(b).cmp(&pixels(a)).then(a.modified_ns.cmp(&b.modified_ns)).then(a.path.cmp(&b.path))
 }
 
-/// Duplicate groups among `entries` at `threshold` under `model`'s distance (see the module
-/// documentation for the rule), neighbours found by a search of the given kind. Groups come in
-/// the keep order of their first member.
-pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32, kind: SearchKind) -> Result<Vec<Group>> {
+/// Duplicate groups among `entries` at `threshold` under `model`'s distance, with the
+/// containment check of `rule` where given (see the module documentation for the rule),
+/// neighbours found by a search of the given kind. Groups come in the keep order of their first
+/// member.
+pub fn duplicate_groups(
+    entries: &[Entry],
+    model: &Model,
+    threshold: f32,
+    kind: SearchKind,
+    rule: Option<&ContainmentRule>,
+) -> Result<Vec<Group>> {
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by(|a, b| keep_order(&entries[*a], &entries[*b]));
     // One representative per distinct content; its byte-identical copies follow it.
@@ -70,7 +84,8 @@ pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32, kind: 
         }
         copies.push(i);
     }
-    let near = near_pairs(entries, &reps, model, threshold, kind)?;
+    let radius = rule.map_or(threshold, |r| threshold * r.max_distance.max(1.0));
+    let near = duplicate_pairs(entries, near_pairs(entries, &reps, model, radius, kind)?, threshold, rule);
     let mut grouped = vec![false; entries.len()];
     let mut groups = Vec::new();
     for &keep in &reps {
@@ -78,19 +93,20 @@ pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32, kind: 
             continue;
         }
         let mut members = Vec::new();
-        let mut add = |rep: usize, distance: f32, grouped: &mut Vec<bool>| {
+        let mut add = |rep: usize, distance: f32, contained: bool, grouped: &mut Vec<bool>| {
             for &copy in &by_hash[&entries[rep].sha256] {
                 grouped[copy] = true;
                 let exact = entries[copy].sha256 == entries[keep].sha256;
-                members.push(Member { entry: copy, distance: if exact { 0.0 } else { distance }, exact });
+                let distance = if exact { 0.0 } else { distance };
+                members.push(Member { entry: copy, distance, exact, contained: contained && !exact });
             }
         };
-        add(keep, 0.0, &mut grouped);
-        let mut joined: Vec<(usize, f32)> =
-            near.get(&keep).map(|v| v.iter().copied().filter(|(j, _)| !grouped[*j]).collect()).unwrap_or_default();
+        add(keep, 0.0, false, &mut grouped);
+        let mut joined: Vec<&Neighbour> =
+            near.get(&keep).map(|v| v.iter().filter(|n| !grouped[n.0]).collect()).unwrap_or_default();
         joined.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        for (j, d) in joined {
-            add(j, d, &mut grouped);
+        for &(j, d, contained) in joined {
+            add(j, d, contained, &mut grouped);
         }
         if members.len() > 1 {
             groups.push(Group { members });
@@ -99,50 +115,89 @@ pub fn duplicate_groups(entries: &[Entry], model: &Model, threshold: f32, kind: 
     Ok(groups)
 }
 
-/// Neighbours within the threshold: `(entry, distance)` pairs.
-type Near = Vec<(usize, f32)>;
+/// A duplicate of some image: `(entry, distance, joined by containment)`.
+type Neighbour = (usize, f32, bool);
 
-/// Two entries within the threshold and their distance.
+/// Two entries within the search radius and their distance.
 type Pair = (usize, usize, f32);
 
-/// For each representative, the other representatives within `threshold`. Exact search visits
-/// each unordered pair once; through the HNSW graph each representative asks for its neighbours
-/// within the threshold, and a pair found from either side counts for both.
-fn near_pairs(
+/// Each representative's duplicates among `pairs` (each unordered pair once): the pairs within
+/// `threshold`, and those beyond it that `rule` checks (by the rank of each in the other's
+/// nearest) and finds contained.
+fn duplicate_pairs(
     entries: &[Entry],
-    reps: &[usize],
-    model: &Model,
+    pairs: Vec<Pair>,
     threshold: f32,
-    kind: SearchKind,
-) -> Result<HashMap<usize, Near>> {
+    rule: Option<&ContainmentRule>,
+) -> HashMap<usize, Vec<Neighbour>> {
+    let mut near: HashMap<usize, Vec<Neighbour>> = HashMap::new();
+    let mut beyond: Vec<Pair> = Vec::new();
+    for (i, j, d) in pairs {
+        if d <= threshold {
+            near.entry(i).or_default().push((j, d, false));
+            near.entry(j).or_default().push((i, d, false));
+        } else {
+            beyond.push((i, j, d));
+        }
+    }
+    let Some(rule) = rule.filter(|_| !beyond.is_empty()) else {
+        return near;
+    };
+    // Each image's neighbours, nearest first, to rank its pairs by.
+    let mut ranked: HashMap<usize, Vec<(f32, usize)>> = HashMap::new();
+    for (i, list) in &near {
+        ranked.entry(*i).or_default().extend(list.iter().map(|n| (n.1, n.0)));
+    }
+    for &(i, j, d) in &beyond {
+        ranked.entry(i).or_default().push((d, j));
+        ranked.entry(j).or_default().push((d, i));
+    }
+    let mut rank: HashMap<(usize, usize), usize> = HashMap::new();
+    for (i, list) in &mut ranked {
+        list.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (r, (_, j)) in list.iter().enumerate().take(rule.neighbours) {
+            let slot = rank.entry((*i.min(j), *i.max(j))).or_insert(r);
+            *slot = (*slot).min(r);
+        }
+    }
+    let contained: Vec<Pair> = beyond
+        .into_par_iter()
+        .filter(|&(i, j, d)| {
+            rank.get(&(i, j)).is_some_and(|&r| rule.checks(d, threshold, r))
+                && containment(&entries[i].thumb, &entries[j].thumb).holds(rule.alignment, rule.detail)
+        })
+        .collect();
+    for (i, j, d) in contained {
+        near.entry(i).or_default().push((j, d, true));
+        near.entry(j).or_default().push((i, d, true));
+    }
+    near
+}
+
+/// Every unordered pair of representatives within `radius`, once. Exact search visits each
+/// pair once; through the HNSW graph each representative asks for its neighbours within the
+/// radius, and a pair found from either side is kept once.
+fn near_pairs(entries: &[Entry], reps: &[usize], model: &Model, radius: f32, kind: SearchKind) -> Result<Vec<Pair>> {
     let search =
         Search::new(reps.iter().map(|&i| entries[i].embedding.as_slice()).collect(), model, kind, Purpose::Grouping);
     let rows: Vec<Result<Vec<Pair>>> = if search.is_hnsw() {
         (0..reps.len())
             .into_par_iter()
             .map(|a| {
-                let hits = search.within(&entries[reps[a]].embedding, threshold)?;
-                Ok(hits
-                    .into_iter()
-                    .filter(|(b, _)| *b != a)
-                    .map(|(b, d)| (reps[a].min(reps[b]), reps[a].max(reps[b]), d))
-                    .collect())
+                let hits = search.within(&entries[reps[a]].embedding, radius)?;
+                Ok(hits.into_iter().filter(|(b, _)| *b != a).map(|(b, d)| (reps[a], reps[b], d)).collect())
             })
             .collect()
     } else {
-        exact_pairs(entries, reps, model, threshold)
+        exact_pairs(entries, reps, model, radius)
     };
-    let mut near: HashMap<usize, Near> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
+    let mut pairs = Vec::new();
     for row in rows {
-        for (i, j, d) in row? {
-            if seen.insert((i, j)) {
-                near.entry(i).or_default().push((j, d));
-                near.entry(j).or_default().push((i, d));
-            }
-        }
+        let ordered = row?.into_iter().map(|(i, j, d)| (i.min(j), i.max(j), d));
+        pairs.extend(ordered.filter(|p| seen.insert((p.0, p.1))));
     }
-    Ok(near)
+    Ok(pairs)
 }
 
 /// Exact search for [`near_pairs`]. Where the model's distance is plain Euclidean per view (the
@@ -307,6 +362,7 @@ mod tests {
                 sha256: [i; 32],
                 dims: (1, 1),
                 embedding: (0..8).map(|_| rng.next_f32()).collect(),
+                thumb: crate::contain::Thumb::of(&image::DynamicImage::new_luma8(1, 1)),
             })
             .collect();
         let reps: Vec<usize> = (0..entries.len()).collect();

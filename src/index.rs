@@ -1,5 +1,5 @@
-//! The collection index: per image its path, size, modification time, content hash and
-//! embedding, plus the fingerprint of the model (and the invariance) that made the embeddings.
+//! The collection index: per image its path, size, modification time, content hash, embedding
+//! and grey thumbnail (for the containment check), plus the fingerprint of the model (and the invariance) that made the embeddings.
 //!
 //! On disk: the magic `TWSCNIDX`, a little-endian `u32` format version, the SHA-256 of the
 //! payload, then the payload, the [`Index`] encoded with postcard. Written to a temporary file in
@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::contain::Thumb;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"TWSCNIDX";
 /// Version of the index layout; an index of another version is refused.
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 32;
 
 /// One indexed image.
@@ -36,6 +37,8 @@ pub struct Entry {
     pub dims: (u32, u32),
     /// The embedding ([`crate::Model::embedding_len`] values).
     pub embedding: Vec<f32>,
+    /// The grey thumbnail that [`crate::contain`] compares.
+    pub thumb: Thumb,
 }
 
 /// Every image of a collection and what made their embeddings.
@@ -175,6 +178,7 @@ mod tests {
             sha256: [7; 32],
             dims: (4, 3),
             embedding: vec![0.5, -1.0],
+            thumb: Thumb::of(&image::DynamicImage::new_luma8(8, 6)),
         });
         index
     }

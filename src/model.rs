@@ -14,7 +14,7 @@ use tract_onnx::prelude::*;
 use crate::error::{Error, Result};
 use crate::invariance::{orientations, oriented_distance, with_grey, Invariance};
 use crate::preprocess::{
-    decode_file_for_model, decode_for_model, read_limited, write_input, write_inputs, DecodeLimits,
+    decode_file_for_model, decode_for_model, read_limited, write_input, write_inputs, DecodeLimits, Decoded,
 };
 use crate::tower::{ModelMeta, PREFIX};
 
@@ -380,12 +380,12 @@ impl Model {
     }
 
     /// Decodes an image's bytes for this model (`path` names it in errors) and returns its
-    /// input tensor (`C * H * W` values) and its full size.
-    pub(crate) fn input_from_bytes(&self, bytes: &[u8], path: &Path) -> Result<(Vec<f32>, (u32, u32))> {
+    /// input tensor (`C * H * W` values) and the decoded image.
+    pub(crate) fn input_from_bytes(&self, bytes: &[u8], path: &Path) -> Result<(Vec<f32>, Decoded)> {
         let decoded = decode_for_model(bytes, path, &self.limits, &self.meta)?;
         let mut input = vec![0.0; self.input_len()];
         write_input(&decoded.image, &self.meta, &mut input);
-        Ok((input, decoded.full_size))
+        Ok((input, decoded))
     }
 
     /// Runs the network once over the inputs that were prepared and pairs each item with its

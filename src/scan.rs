@@ -11,6 +11,7 @@ use std::time::UNIX_EPOCH;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::contain::Thumb;
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::preprocess::read_limited;
@@ -146,21 +147,22 @@ fn has_image_extension(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Reads, hashes and decodes one batch into model inputs, one file per task.
+/// Reads, hashes and decodes one batch into model inputs and thumbnails, one file per task.
 fn decode_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model) -> Vec<Result<(Entry, Vec<f32>)>> {
     chunk
         .par_iter()
         .map(|(path, size, modified_ns)| {
             let bytes = read_limited(path, model.limits())?;
             let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-            let (input, dims) = model.input_from_bytes(&bytes, path)?;
+            let (input, decoded) = model.input_from_bytes(&bytes, path)?;
             let entry = Entry {
                 path: path.clone(),
                 size: *size,
                 modified_ns: *modified_ns,
                 sha256,
-                dims,
+                dims: decoded.full_size,
                 embedding: Vec::new(),
+                thumb: Thumb::of(&decoded.image),
             };
             Ok((entry, input))
         })

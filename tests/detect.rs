@@ -1,7 +1,11 @@
 //! The grouping and outlier rules on hand-made embeddings: no chaining, byte copies always
 //! together, the documented image to keep, a robust outlier flag; the same answers through the
-//! HNSW graph as by exact search.
+//! HNSW graph as by exact search; crops joined by the containment check.
 
+mod common;
+
+use image::imageops;
+use twinscan::contain::{ContainmentRule, Thumb};
 use twinscan::detect::{duplicate_groups, outliers, OutlierRule};
 use twinscan::index::Entry;
 use twinscan::search::SearchKind;
@@ -16,8 +20,21 @@ fn model() -> Model {
     Model::from_bytes(&tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 1).unwrap(), &meta).unwrap(), "m").unwrap()
 }
 
+/// A flat thumbnail: nothing is ever contained in it.
+fn flat() -> Thumb {
+    Thumb::of(&image::DynamicImage::new_luma8(4, 3))
+}
+
 fn entry(name: &str, x: f32, pixels: u32, hash: u8) -> Entry {
-    Entry { path: name.into(), size: 1, modified_ns: 0, sha256: [hash; 32], dims: (pixels, 1), embedding: vec![x, 0.0] }
+    Entry {
+        path: name.into(),
+        size: 1,
+        modified_ns: 0,
+        sha256: [hash; 32],
+        dims: (pixels, 1),
+        embedding: vec![x, 0.0],
+        thumb: flat(),
+    }
 }
 
 fn names(entries: &[Entry], members: &[twinscan::detect::Member]) -> Vec<String> {
@@ -33,7 +50,7 @@ fn a_chain_of_near_images_is_not_one_group() {
             .enumerate()
             .map(|(i, n)| entry(n, i as f32 * 0.8, 100 - i as u32, i as u8))
             .collect();
-        let groups = duplicate_groups(&entries, &model(), 1.0, kind).unwrap();
+        let groups = duplicate_groups(&entries, &model(), 1.0, kind, None).unwrap();
         let got: Vec<Vec<String>> = groups.iter().map(|g| names(&entries, &g.members)).collect();
         assert_eq!(got, vec![vec!["a", "b"], vec!["c", "d"]]);
         assert!((groups[0].members[1].distance - 0.8).abs() < 1e-6);
@@ -49,7 +66,7 @@ fn byte_copies_always_group_and_the_largest_is_kept() {
             entry("big", 0.5, 50, 2),
             entry("copy", 9.0, 10, 9),
         ];
-        let groups = duplicate_groups(&entries, &model(), 1.0, kind).unwrap();
+        let groups = duplicate_groups(&entries, &model(), 1.0, kind, None).unwrap();
         assert_eq!(groups.len(), 2);
         assert_eq!(names(&entries, &groups[0].members), vec!["big", "small"], "largest resolution kept");
         let exact = groups.iter().find(|g| g.exact()).expect("the byte copies form a group");
@@ -90,11 +107,12 @@ fn the_graph_finds_the_groups_that_exact_search_finds() {
                 sha256,
                 dims: (10, 10),
                 embedding: vec![x, (m % 7) as f32 * 0.01],
+                thumb: flat(),
             });
         }
     }
     let members = |kind| -> Vec<Vec<usize>> {
-        let groups = duplicate_groups(&entries, &model(), 1.0, kind).unwrap();
+        let groups = duplicate_groups(&entries, &model(), 1.0, kind, None).unwrap();
         groups
             .iter()
             .map(|g| {
@@ -109,4 +127,35 @@ fn the_graph_finds_the_groups_that_exact_search_finds() {
     assert!(exact.iter().all(|g| g.len() == 50));
     let graph = members(SearchKind::Hnsw);
     assert!(graph == exact, "the graph groups differ from exact search");
+}
+
+#[test]
+fn a_crop_beyond_the_threshold_joins_its_original_through_the_containment_check() {
+    let rule = ContainmentRule::default();
+    let scene = common::busy_picture(600, 450, 7);
+    let original = imageops::crop_imm(&scene, 100, 75, 400, 300).to_image();
+    let crop = imageops::crop_imm(&original, 90, 60, 260, 200).to_image();
+    let burst = imageops::crop_imm(&scene, 200, 90, 400, 300).to_image();
+    // Outside the burst shot: a crop of the original's left side.
+    let left = imageops::crop_imm(&original, 0, 0, 260, 200).to_image();
+    let with = |name: &str, x: f32, pixels: u32, hash: u8, img: &image::RgbImage| Entry {
+        thumb: Thumb::of_rgb(img),
+        ..entry(name, x, pixels, hash)
+    };
+    // Threshold 1: the crop and the burst shot are beyond it but close enough to check, the
+    // far crop is too far to check.
+    let entries = vec![
+        with("original", 0.0, 120_000, 1, &original),
+        with("crop", 1.5, 52_000, 2, &crop),
+        with("burst", -1.5, 120_000, 3, &burst),
+        with("far-crop", -2.6, 52_000, 4, &left),
+    ];
+    for kind in KINDS {
+        let groups = duplicate_groups(&entries, &model(), 1.0, kind, Some(&rule)).unwrap();
+        assert_eq!(groups.len(), 1, "{kind:?}");
+        assert_eq!(names(&entries, &groups[0].members), vec!["original", "crop"]);
+        let joined = &groups[0].members[1];
+        assert!(joined.contained && !joined.exact && (joined.distance - 1.5).abs() < 1e-6);
+        assert!(duplicate_groups(&entries, &model(), 1.0, kind, None).unwrap().is_empty(), "no rule, no check");
+    }
 }

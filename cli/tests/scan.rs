@@ -61,7 +61,7 @@ fn scan_groups_the_planted_copies_flags_the_outlier_and_reports_bad_files() {
     let dir = folder();
     let index = dir.path().join("idx.twinscan");
     let root = dir.path().to_str().unwrap();
-    // Ten images, nine of them in four duplicate groups, are too few for the robust rule's
+    // Eleven images, ten of them in four duplicate groups, are too few for the robust rule's
     // spread estimate (tested on its own in the library): the outlier is asked for by rank.
     let out = twinscan(&["scan", "--json", "--outliers", "--top", "1", "--index", index.to_str().unwrap(), root]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
@@ -73,9 +73,17 @@ fn scan_groups_the_planted_copies_flags_the_outlier_and_reports_bad_files() {
             vec!["astronaut-framed.jpg", "astronaut.jpg"],
             vec!["chelsea-grey.jpg", "chelsea.jpg"],
             vec!["coffee-copy.jpg", "coffee-edited.jpg", "coffee.jpg"],
-            vec!["rocket-small.jpg", "rocket.jpg"],
+            vec!["rocket-crop.jpg", "rocket-small.jpg", "rocket.jpg"],
         ]
     );
+    // The crop is beyond the threshold and joins by the containment check alone.
+    let contained: Vec<String> = of_type(&r, "group")
+        .iter()
+        .flat_map(|g| g["members"].as_array().unwrap().iter())
+        .filter(|m| m["contained"] == true)
+        .map(|m| name(&m["path"]))
+        .collect();
+    assert_eq!(contained, vec!["rocket-crop.jpg"]);
     let exact: Vec<String> = of_type(&r, "group")
         .iter()
         .flat_map(|g| g["members"].as_array().unwrap().iter().skip(1))
@@ -99,12 +107,15 @@ fn scan_groups_the_planted_copies_flags_the_outlier_and_reports_bad_files() {
         root,
     ]));
     assert_eq!(group_names(&graph), groups, "the HNSW graph finds the same groups");
+    let plain = records(&twinscan(&["scan", "--json", "--no-containment", "--index", index.to_str().unwrap(), root]));
+    let rocket = group_names(&plain).into_iter().find(|g| g.contains(&"rocket.jpg".to_string())).unwrap();
+    assert_eq!(rocket, vec!["rocket-small.jpg", "rocket.jpg"], "without the check the crop stays out");
     assert_eq!(of_type(&graph, "outlier").iter().map(|o| name(&o["path"])).collect::<Vec<_>>(), outliers);
     let mut errors: Vec<String> = of_type(&r, "error").iter().map(|e| name(&e["path"])).collect();
     errors.sort();
     assert_eq!(errors, vec!["empty.png", "truncated.jpg"], "the text file is passed over, not an error");
     let summary = of_type(&r, "summary")[0];
-    assert_eq!((summary["embedded"].as_u64(), summary["not_images"].as_u64()), (Some(10), Some(1)));
+    assert_eq!((summary["embedded"].as_u64(), summary["not_images"].as_u64()), (Some(11), Some(1)));
 
     // A rescan embeds nothing; a changed file is embedded again; a vanished one is dropped.
     std::fs::remove_file(dir.path().join("rocket.jpg")).unwrap();
@@ -112,7 +123,7 @@ fn scan_groups_the_planted_copies_flags_the_outlier_and_reports_bad_files() {
     let again = records(&twinscan(&["scan", "--json", "--index", index.to_str().unwrap(), root]));
     let summary = of_type(&again, "summary")[0];
     assert_eq!(summary["embedded"].as_u64(), Some(1), "{summary}");
-    assert_eq!(summary["unchanged"].as_u64(), Some(8), "{summary}");
+    assert_eq!(summary["unchanged"].as_u64(), Some(9), "{summary}");
     let coffee = of_type(&again, "group").into_iter().find(|g| name(&g["keep"]).starts_with("coffee")).unwrap();
     assert_eq!(coffee["exact"], true, "the rewritten file is now a byte copy");
 }

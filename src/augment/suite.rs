@@ -40,6 +40,10 @@ pub struct SuiteImage {
     /// Images with the same group are duplicates of one another; every hard negative and
     /// distractor has a group of its own.
     pub group: usize,
+    /// Which of the photos it was cut from.
+    pub photo: usize,
+    /// The part of that photo it shows, in the photo's pixels.
+    pub shows: Window,
 }
 
 /// Builds the suite from `photos`: up to `originals` originals per photo. Windows are placed by
@@ -74,9 +78,11 @@ pub fn build_suite(photos: &[&Photo], originals: usize, seed: u64) -> Vec<SuiteI
         for o in &originals {
             let base = o.cut(img, SUITE_SIDE);
             for t in Transform::ALL {
-                out.push(SuiteImage { image: t.apply(&base, &mut rng), role: Role::Copy(t), group });
+                let (image, part) = t.apply_showing(&base, &mut rng);
+                let shows = o.part(part, base.dimensions());
+                out.push(SuiteImage { image, role: Role::Copy(t), group, photo: n, shows });
             }
-            out.push(SuiteImage { image: base, role: Role::Original, group });
+            out.push(SuiteImage { image: base, role: Role::Original, group, photo: n, shows: *o });
             group += 1;
         }
         for o in &originals {
@@ -95,13 +101,14 @@ pub fn build_suite(photos: &[&Photo], originals: usize, seed: u64) -> Vec<SuiteI
                     taken.iter().enumerate().filter(|(i, _)| Some(*i) != own).map(|(_, w)| *w).collect();
                 if let Some(w) = place(&mut rng, &mut others, 0.25, make) {
                     taken.push(w);
-                    out.push(SuiteImage { image: w.cut(img, SUITE_SIDE), role, group });
+                    out.push(SuiteImage { image: w.cut(img, SUITE_SIDE), role, group, photo: n, shows: w });
                     group += 1;
                 }
             }
         }
         if let Some(w) = place(&mut rng, &mut taken, 0.1, &|r| Some(Window::random(size.0, size.1, (0.3, 0.6), r))) {
-            out.push(SuiteImage { image: w.cut(img, SUITE_SIDE), role: Role::Distractor, group });
+            let image = w.cut(img, SUITE_SIDE);
+            out.push(SuiteImage { image, role: Role::Distractor, group, photo: n, shows: w });
             group += 1;
         }
     }
@@ -163,22 +170,45 @@ struct Scored {
     counted: bool,
 }
 
+/// How a pair of suite images is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairKind {
+    /// An original and its own copy of this kind.
+    Duplicate(Transform),
+    /// Two distinct pictures.
+    Distinct,
+    /// Not scored.
+    Unscored,
+}
+
 /// Which pairs count, and how: an original with its own copy is a duplicate pair; two images of
-/// different groups are a distinct pair; two copies of one original are not scored (whether a
-/// left crop duplicates a right crop is a matter of taste). Mirror and rotation copies only
-/// count toward the overall figures when `invariant`; their recall is reported either way.
+/// different groups are a distinct pair, unless one shows nothing but a part of the other (a
+/// crop copy lying inside another shot of its scene is, pixel for pixel, a crop of that shot
+/// too); two copies of one original are not scored (whether a left crop duplicates a right crop
+/// is a matter of taste).
+pub fn pair_kind(a: &SuiteImage, b: &SuiteImage) -> PairKind {
+    if a.group == b.group {
+        match (a.role, b.role) {
+            (Role::Original, Role::Copy(t)) | (Role::Copy(t), Role::Original) => PairKind::Duplicate(t),
+            _ => PairKind::Unscored,
+        }
+    } else if a.photo == b.photo && (a.shows.contains(&b.shows) || b.shows.contains(&a.shows)) {
+        PairKind::Unscored
+    } else {
+        PairKind::Distinct
+    }
+}
+
+/// The scored pairs (see [`pair_kind`]). Mirror and rotation copies only count toward the
+/// overall figures when `invariant`; their recall is reported either way.
 fn scored_pairs(suite: &[SuiteImage], distance: &dyn Fn(usize, usize) -> f32, invariant: bool) -> Vec<Scored> {
     let mut pairs = Vec::new();
     for i in 0..suite.len() {
         for j in i + 1..suite.len() {
-            let (a, b) = (&suite[i], &suite[j]);
-            let kind = if a.group == b.group {
-                match (a.role, b.role) {
-                    (Role::Original, Role::Copy(t)) | (Role::Copy(t), Role::Original) => Some(t),
-                    _ => continue,
-                }
-            } else {
-                None
+            let kind = match pair_kind(&suite[i], &suite[j]) {
+                PairKind::Duplicate(t) => Some(t),
+                PairKind::Distinct => None,
+                PairKind::Unscored => continue,
             };
             let counted = kind.is_none_or(|t| invariant || !t.needs_invariance());
             pairs.push(Scored { d: distance(i, j), kind, counted });
@@ -284,6 +314,28 @@ mod tests {
             Rgb([(x * seed % 251) as u8, (y * 7 % 253) as u8, ((x ^ y) % 256) as u8])
         });
         Photo { path: format!("p{seed}.png").into(), key: format!("p{seed}"), image }
+    }
+
+    #[test]
+    fn a_crop_inside_another_shot_is_not_scored_against_it() {
+        let at = |x, y, w, h| Window { x, y, w, h };
+        let image = |role, group, shows| SuiteImage { image: RgbImage::new(1, 1), role, group, photo: 0, shows };
+        let original = at(0, 0, 100, 100);
+        // Cut at 50 px, the crop's part (30..45) is 60..90 of the photo: inside the burst.
+        let shows = original.part((30, 30, 15, 15), (50, 50));
+        assert_eq!(shows, at(60, 60, 30, 30));
+        let burst = at(50, 50, 100, 100);
+        assert!(burst.contains(&shows) && !burst.contains(&original));
+        let mut suite = vec![
+            image(Role::Original, 0, original),
+            image(Role::Copy(Transform::Crop), 0, shows),
+            image(Role::Burst, 1, burst),
+        ];
+        let all = |_: usize, _: usize| 0.0;
+        let s = score(&suite, &all, 0.5, false).overall;
+        assert_eq!((s.tp, s.fp), (1, 1), "original-crop found, original-burst wrong, crop-burst not scored");
+        suite[2].photo = 1;
+        assert_eq!(score(&suite, &all, 0.5, false).overall.fp, 2, "another photo's window is another picture");
     }
 
     #[test]

@@ -91,13 +91,14 @@ impl Transform {
     /// assert!(p[0] == p[1] && p[1] == p[2]);
     /// ```
     pub fn apply(self, img: &RgbImage, rng: &mut SplitMix64) -> RgbImage {
+        self.apply_showing(img, rng).0
+    }
+
+    /// [`Transform::apply`], and the part of `img` the copy shows as `(x, y, width, height)`:
+    /// all of it but for a crop.
+    pub fn apply_showing(self, img: &RgbImage, rng: &mut SplitMix64) -> (RgbImage, (u32, u32, u32, u32)) {
         let (w, h) = img.dimensions();
-        match self {
-            Transform::Resize => {
-                let s = uniform(rng, 0.25, 0.8);
-                imageops::resize(img, scaled(w, s), scaled(h, s), imageops::FilterType::Triangle)
-            }
-            Transform::Reencode => reencode(img, 10 + rng.below(86) as u8),
+        let copy = match self {
             Transform::Crop => {
                 let mut f = [0.0; 4].map(|_: f32| uniform(rng, 0.0, 0.3));
                 if f.iter().all(|x| *x < 0.1) {
@@ -105,8 +106,14 @@ impl Transform {
                 }
                 let (x0, x1) = (scaled(w, f[0]).min(w - 1), w - scaled(w, f[1]).min(w - 1));
                 let (y0, y1) = (scaled(h, f[2]).min(h - 1), h - scaled(h, f[3]).min(h - 1));
-                imageops::crop_imm(img, x0, y0, x1.saturating_sub(x0).max(1), y1.saturating_sub(y0).max(1)).to_image()
+                let shown = (x0, y0, x1.saturating_sub(x0).max(1), y1.saturating_sub(y0).max(1));
+                return (imageops::crop_imm(img, shown.0, shown.1, shown.2, shown.3).to_image(), shown);
             }
+            Transform::Resize => {
+                let s = uniform(rng, 0.25, 0.8);
+                imageops::resize(img, scaled(w, s), scaled(h, s), imageops::FilterType::Triangle)
+            }
+            Transform::Reencode => reencode(img, 10 + rng.below(86) as u8),
             Transform::Aspect => {
                 let f = if rng.below(2) == 0 { uniform(rng, 0.7, 0.87) } else { uniform(rng, 1.15, 1.4) };
                 let (nw, nh) = if rng.below(2) == 0 { (scaled(w, f), h) } else { (w, scaled(h, f)) };
@@ -135,7 +142,8 @@ impl Transform {
                 1 => imageops::rotate180(img),
                 _ => imageops::rotate270(img),
             },
-        }
+        };
+        (copy, (0, 0, w, h))
     }
 }
 

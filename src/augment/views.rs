@@ -51,6 +51,29 @@ impl Window {
         self.shifted(shift, uniform(rng, 0.9, 1.1), size)
     }
 
+    /// Whether `other` lies wholly inside this window.
+    pub fn contains(&self, other: &Window) -> bool {
+        other.x >= self.x
+            && other.y >= self.y
+            && other.x + other.w <= self.x + self.w
+            && other.y + other.h <= self.y + self.h
+    }
+
+    /// The part `(x, y, width, height)` of this window's pixels seen at `size` (as
+    /// [`Window::cut`] shrinks them), in the photo's pixels; rounded outward, so that a part
+    /// is never taken for smaller than it is.
+    pub fn part(&self, (x, y, w, h): (u32, u32, u32, u32), size: (u32, u32)) -> Window {
+        let (sx, sy) = (f64::from(self.w) / f64::from(size.0.max(1)), f64::from(self.h) / f64::from(size.1.max(1)));
+        let (x0, y0) = ((f64::from(x) * sx).floor() as u32, (f64::from(y) * sy).floor() as u32);
+        let (x1, y1) = ((f64::from(x + w) * sx).ceil() as u32, (f64::from(y + h) * sy).ceil() as u32);
+        Window {
+            x: self.x + x0,
+            y: self.y + y0,
+            w: x1.min(self.w).saturating_sub(x0),
+            h: y1.min(self.h).saturating_sub(y0),
+        }
+    }
+
     /// This window moved by `(dx, dy)` of its own size and scaled by `s`, if it still fits in
     /// an image of `iw x ih`.
     pub fn shifted(&self, (dx, dy): (f32, f32), s: f32, (iw, ih): (u32, u32)) -> Option<Window> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use twinscan::contain::ContainmentRule;
 use twinscan::detect::{duplicate_groups, outliers, Group, Outlier, OutlierRule};
 use twinscan::index::{Entry, Index, IndexLock};
 use twinscan::scan::{collect_files, update, UpdateReport, WalkOptions};
@@ -95,6 +96,10 @@ pub struct ScanArgs {
     /// Distance at or below which two images are duplicates [default: the model's].
     #[arg(long)]
     threshold: Option<f32>,
+    /// Group by distance alone: skip the containment check, which joins crops and framed
+    /// copies beyond the threshold when one image is a part of the other.
+    #[arg(long)]
+    no_containment: bool,
     /// Also report outliers.
     #[arg(long)]
     outliers: bool,
@@ -263,7 +268,9 @@ fn print_groups(groups: &[Group], entries: &[Entry], format: Format, out: &mut i
                 let members: Vec<_> = g
                     .members
                     .iter()
-                    .map(|m| json!({"path": entries[m.entry].path, "distance": m.distance, "exact": m.exact}))
+                    .map(|m| {
+                        json!({"path": entries[m.entry].path, "distance": m.distance, "exact": m.exact, "contained": m.contained})
+                    })
                     .collect();
                 json_line(
                     &json!({"type": "group", "id": id + 1, "exact": g.exact(), "keep": keep.path, "members": members}),
@@ -287,7 +294,11 @@ fn print_groups(groups: &[Group], entries: &[Entry], format: Format, out: &mut i
                     } else {
                         "near"
                     };
-                    let distance = if i == 0 { String::new() } else { format!("  distance {:.4}", m.distance) };
+                    let distance = match (i, m.contained) {
+                        (0, _) => String::new(),
+                        (_, false) => format!("  distance {:.4}", m.distance),
+                        (_, true) => format!("  distance {:.4}, contained", m.distance),
+                    };
                     writeln!(out, "  {role:<5} {} ({}x{}){distance}", e.path.display(), e.dims.0, e.dims.1)?;
                 }
             }
@@ -348,7 +359,8 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
     let format = args.common.format();
     let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
     let search = args.common.search.kind();
-    let groups = duplicate_groups(&index.entries, &model, threshold, search)?;
+    let containment = (!args.no_containment).then(ContainmentRule::default);
+    let groups = duplicate_groups(&index.entries, &model, threshold, search, containment.as_ref())?;
     let found_outliers = if args.outliers {
         outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier), search)?
     } else {
