@@ -37,20 +37,40 @@ const SIZE_STEP: f32 = 0.0125;
 /// Blur (sigma, in thumbnail pixels) whose removal leaves the fine structure.
 const DETAIL_SIGMA: f32 = 1.0;
 
-/// How many of the best half-size placements are refined at full size.
+/// Most colour difference a contained pair may show, in [`Containment::colour`]'s levels:
+/// twice the most any crop or framed copy of the benchmark suite shows (4.0); 10,000
+/// generated flat graphics had 65 pairs that line up in grey, none within 12.
+const COLOUR_LIMIT: f32 = 8.0;
+
+/// How far below the rule's alignment a coarse placement may score and still be refined:
+/// coarser thumbnails are smoother, so a placement scores higher there, not lower, but for
+/// rounding.
+const COARSE_SLACK: f32 = 0.1;
+
+/// How much more colour difference a coarse placement may show than the rule allows and still
+/// be refined (it lies up to two pixels off where refinement will put it).
+const COLOUR_SLACK: f32 = 8.0;
+
+/// How many of the best placements on the coarsest level are refined.
 const REFINED: usize = 3;
 
-/// How far (in thumbnail pixels, in size and in position) a refinement looks around a
-/// half-size placement: its rounding is one half-size pixel, two here.
-const REFINE: f32 = 3.0;
+/// How far (in pixels of the finer level, in size and in position) a refinement looks around
+/// a placement from the coarser one: its rounding is one coarse pixel, two here.
+const REFINE: f32 = 2.0;
 
-/// A grey thumbnail, longest side [`THUMB_SIDE`]: what [`containment`] compares, small
-/// enough to keep in an index (3 KB).
+/// A grey thumbnail, longest side [`THUMB_SIDE`], and its colour at a quarter of that size:
+/// what [`containment`] compares, small enough to keep in an index (about 3.4 KB).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ThumbParts", into = "ThumbParts")]
 pub struct Thumb {
     image: GrayImage,
+    /// Blue and red chroma (Cb, Cr, interleaved), [`CHROMA_DIVISOR`] times smaller per side.
+    chroma: Vec<u8>,
 }
+
+/// How much smaller the colour is than the grey thumbnail, per side: colour only has to tell
+/// an orange shape from a green one, where the grey thumbnail has to place it.
+pub const CHROMA_DIVISOR: u32 = 4;
 
 /// A [`Thumb`] as stored: checked when read back, so a damaged index cannot make one whose
 /// pixels do not match its size.
@@ -59,69 +79,114 @@ struct ThumbParts {
     width: u32,
     height: u32,
     pixels: Vec<u8>,
+    chroma: Vec<u8>,
+}
+
+/// The size of a `width x height` thumbnail's colour.
+fn chroma_size(width: u32, height: u32) -> (u32, u32) {
+    (width.div_ceil(CHROMA_DIVISOR), height.div_ceil(CHROMA_DIVISOR))
 }
 
 impl TryFrom<ThumbParts> for Thumb {
     type Error = String;
 
     fn try_from(p: ThumbParts) -> Result<Thumb, String> {
-        let fits = p.width.max(p.height) <= THUMB_SIDE && p.width.min(p.height) >= 1;
+        let (cw, ch) = chroma_size(p.width, p.height);
+        let fits = p.width.max(p.height) <= THUMB_SIDE
+            && p.width.min(p.height) >= 1
+            && p.chroma.len() == 2 * (cw * ch) as usize;
         fits.then(|| GrayImage::from_raw(p.width, p.height, p.pixels))
             .flatten()
-            .map(|image| Thumb { image })
+            .map(|image| Thumb { image, chroma: p.chroma })
             .ok_or_else(|| format!("thumbnail {}x{} does not match its pixels", p.width, p.height))
     }
 }
 
 impl From<Thumb> for ThumbParts {
     fn from(t: Thumb) -> ThumbParts {
-        ThumbParts { width: t.image.width(), height: t.image.height(), pixels: t.image.into_raw() }
+        ThumbParts { width: t.image.width(), height: t.image.height(), pixels: t.image.into_raw(), chroma: t.chroma }
     }
 }
 
 impl Thumb {
-    /// The thumbnail of an image: luma, shrunk by area averaging (enlarged smoothly when
-    /// smaller than a thumbnail).
+    /// The thumbnail of an image: shrunk by area averaging (enlarged smoothly when smaller
+    /// than a thumbnail), then its luma, and its chroma shrunk again.
     pub fn of(image: &DynamicImage) -> Thumb {
         let (w, h) = (image.width(), image.height());
-        let image = if w.max(h) > THUMB_SIDE {
-            image.thumbnail(THUMB_SIDE, THUMB_SIDE).to_luma8()
+        let small = if w.max(h) > THUMB_SIDE {
+            image.thumbnail(THUMB_SIDE, THUMB_SIDE).to_rgb8()
         } else {
             let s = THUMB_SIDE as f32 / w.max(h).max(1) as f32;
             let side = |n: u32| ((n as f32 * s).round() as u32).clamp(1, THUMB_SIDE);
-            imageops::resize(&image.to_luma8(), side(w), side(h), imageops::FilterType::Triangle)
+            imageops::resize(&image.to_rgb8(), side(w), side(h), imageops::FilterType::Triangle)
         };
-        Thumb { image }
+        let (cw, ch) = chroma_size(small.width(), small.height());
+        let colour = imageops::thumbnail(&small, cw, ch);
+        // BT.601 chroma, as JPEG stores it.
+        let chroma = colour
+            .pixels()
+            .flat_map(|p| {
+                let [r, g, b] = p.0.map(f32::from);
+                [128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b, 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b]
+            })
+            .map(|v| v.round().clamp(0.0, 255.0) as u8)
+            .collect();
+        Thumb { image: DynamicImage::ImageRgb8(small).to_luma8(), chroma }
     }
 
     /// [`Thumb::of`] an RGB image.
     pub fn of_rgb(image: &RgbImage) -> Thumb {
         Thumb::of(&DynamicImage::ImageRgb8(image.clone()))
     }
+
+    /// Mean chroma (Cb, Cr) over a rectangle `[left, top, right, bottom]` given as shares of
+    /// the thumbnail's width and height, each colour cell weighted by its overlap.
+    fn mean_chroma(&self, [left, top, right, bottom]: [f32; 4]) -> [f32; 2] {
+        let (cw, ch) = chroma_size(self.image.width(), self.image.height());
+        let overlap = |lo: f32, hi: f32, cell: u32, cells: u32| {
+            let (a, b) = (cell as f32 / cells as f32, (cell + 1) as f32 / cells as f32);
+            (hi.min(b) - lo.max(a)).max(0.0)
+        };
+        let (mut total, mut cb, mut cr) = (0.0, 0.0, 0.0);
+        for y in 0..ch {
+            let wy = overlap(top, bottom, y, ch);
+            for x in 0..cw {
+                let wxy = wy * overlap(left, right, x, cw);
+                if wxy > 0.0 {
+                    let at = 2 * (y * cw + x) as usize;
+                    total += wxy;
+                    cb += wxy * f32::from(self.chroma[at]);
+                    cr += wxy * f32::from(self.chroma[at + 1]);
+                }
+            }
+        }
+        if total > 0.0 {
+            [cb / total, cr / total]
+        } else {
+            [128.0, 128.0]
+        }
+    }
 }
 
-/// How well one image fits inside the other (see the module documentation); both scores are
-/// correlations in `[-1, 1]`, -1 where no placement could be scored (flat images).
+/// How well one image fits inside the other (see the module documentation). The first two
+/// scores are correlations in `[-1, 1]`, -1 where no placement could be scored (flat images).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Containment {
     /// Correlation of the grey levels at the best placement.
     pub alignment: f32,
     /// Correlation of the high-passed images at that placement.
     pub detail: f32,
-}
-
-impl Containment {
-    /// Whether both scores reach their limits.
-    pub fn holds(&self, alignment: f32, detail: f32) -> bool {
-        self.alignment >= alignment && self.detail >= detail
-    }
+    /// Mean difference of the colour (|Cb| + |Cr|, 0-255 levels) between the placed image and
+    /// the part of the other it was placed on; 510 where nothing was placed.
+    pub colour: f32,
 }
 
 /// When a pair the embedding does not call a duplicate is one by containment. Chosen on the
 /// photo tower's calibration suite (`cargo bench --bench near_dup` measures it on the held-out
 /// suite): ten neighbours and a distance of up to twice the threshold bring in every crop the
 /// suite has there; alignment 0.9 and detail 0.7 lie inside the range (0.85-0.9, 0.6-0.75)
-/// that found the most crops with the fewest false positives.
+/// that found the most crops with the fewest false positives. The colour limit turns away
+/// flat graphics whose shapes line up in grey (see `docs/benchmarks.md`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ContainmentRule {
     /// Only pairs where one is among the other's this many nearest images are checked.
@@ -132,11 +197,13 @@ pub struct ContainmentRule {
     pub alignment: f32,
     /// Least [`Containment::detail`].
     pub detail: f32,
+    /// Most [`Containment::colour`].
+    pub colour: f32,
 }
 
 impl Default for ContainmentRule {
     fn default() -> Self {
-        ContainmentRule { neighbours: 10, max_distance: 2.0, alignment: 0.9, detail: 0.7 }
+        ContainmentRule { neighbours: 10, max_distance: 2.0, alignment: 0.9, detail: 0.7, colour: COLOUR_LIMIT }
     }
 }
 
@@ -145,8 +212,20 @@ impl ContainmentRule {
     /// `rank`-th nearest image (0 for the nearest), counts as a duplicate: within the
     /// threshold, or close enough to check and one contains the other.
     pub fn duplicate(&self, distance: f32, threshold: f32, rank: usize, a: &Thumb, b: &Thumb) -> bool {
-        distance <= threshold
-            || (self.checks(distance, threshold, rank) && containment(a, b).holds(self.alignment, self.detail))
+        distance <= threshold || (self.checks(distance, threshold, rank) && self.contains(a, b))
+    }
+
+    /// Whether one image is a part of the other by this rule's limits: [`containment`], except
+    /// that placements too poor on half-size thumbnails to reach the alignment at full size
+    /// are not refined (most pairs end there).
+    pub fn contains(&self, a: &Thumb, b: &Thumb) -> bool {
+        let gate = Gate { alignment: self.alignment - COARSE_SLACK, colour: self.colour + COLOUR_SLACK };
+        self.accepts(&gated(a, b, gate))
+    }
+
+    /// Whether every score of `c` is within this rule's limits.
+    pub fn accepts(&self, c: &Containment) -> bool {
+        c.alignment >= self.alignment && c.detail >= self.detail && c.colour <= self.colour
     }
 
     /// Whether a pair beyond the threshold is close enough to be checked at all.
@@ -155,9 +234,15 @@ impl ContainmentRule {
     }
 }
 
-/// The better of `small` placed inside `big` and `big` placed inside `small`, by alignment.
+/// The better of `a` placed inside `b` and `b` placed inside `a`, by alignment.
 pub fn containment(a: &Thumb, b: &Thumb) -> Containment {
-    let (x, y) = (place(&b.image, &a.image), place(&a.image, &b.image));
+    gated(a, b, Gate::OPEN)
+}
+
+/// [`containment`], refining only placements that pass `gate` on the coarser levels; where
+/// none does, the alignment is the best coarsest score and the detail -1.
+fn gated(a: &Thumb, b: &Thumb, gate: Gate) -> Containment {
+    let (x, y) = (place(b, a, gate), place(a, b, gate));
     if x.alignment >= y.alignment {
         x
     } else {
@@ -198,41 +283,71 @@ struct Placement {
     h: u32,
 }
 
-/// `small` placed inside `big`: every size and position is tried on half-size thumbnails, and
-/// the best few placements are refined on the thumbnails themselves (a sixteenth of the work of
-/// searching at full size, for the same placements on photos).
-fn place(small: &GrayImage, big: &GrayImage) -> Containment {
+/// Limits a placement must meet on a coarse level to be followed to the next, finer one.
+#[derive(Debug, Clone, Copy)]
+struct Gate {
+    alignment: f32,
+    colour: f32,
+}
+
+impl Gate {
+    /// Every placement is followed.
+    const OPEN: Gate = Gate { alignment: -1.0, colour: 510.0 };
+}
+
+/// `small` placed inside `big`: every size and position is tried on quarter-size thumbnails,
+/// and the best few placements that pass `gate` are refined on the half-size thumbnails, and
+/// the best few of those that pass it on the thumbnails themselves (a few percent of the work
+/// of searching at full size).
+fn place(small_thumb: &Thumb, big_thumb: &Thumb, gate: Gate) -> Containment {
+    let (small, big) = (&small_thumb.image, &big_thumb.image);
     let half = |img: &GrayImage| {
         let (w, h) = img.dimensions();
-        imageops::resize(img, w.div_ceil(2), h.div_ceil(2), imageops::FilterType::Triangle)
+        resample(img, w.div_ceil(2), h.div_ceil(2))
     };
     let (small_half, big_half) = (half(small), half(big));
+    let smalls = [small, &small_half, &half(&small_half)];
+    let bigs = [big, &big_half, &half(&big_half)];
+    let mut found = best_placements(smalls[2], bigs[2]);
+    let coarse_best = found.first().map_or(-1.0, |c| c.score);
+    for level in [1, 0] {
+        let from = bigs[level + 1].dimensions();
+        found.retain(|c| c.score >= gate.alignment && colour_gap(small_thumb, big_thumb, c, from) <= gate.colour);
+        let levels = Summed::of(bigs[level]);
+        found = found.iter().filter_map(|c| refine(smalls[level], bigs[level], &levels, c, from)).collect();
+    }
+    match found.into_iter().filter(|b| b.score > -1.0).max_by(|a, b| a.score.total_cmp(&b.score)) {
+        Some(p) => Containment {
+            alignment: p.score,
+            detail: detail(small, big, &p),
+            colour: colour_gap(small_thumb, big_thumb, &p, big.dimensions()),
+        },
+        None => Containment { alignment: coarse_best, detail: -1.0, colour: 510.0 },
+    }
+}
+
+/// The best placement of `small` in `big` (`levels` its sums) near `c`, a placement found on
+/// a coarser level of size `from`: sizes and positions within [`REFINE`] pixels of `c`'s,
+/// scaled to this level.
+fn refine(small: &GrayImage, big: &GrayImage, levels: &Summed, c: &Placement, from: (u32, u32)) -> Option<Placement> {
     let (bw, bh) = big.dimensions();
-    let (sx, sy) = (bw as f32 / big_half.width() as f32, bh as f32 / big_half.height() as f32);
-    let levels = Summed::of(big);
-    let fine_sizes = sizes(small, (bw, bh));
+    let (sx, sy) = (bw as f32 / from.0 as f32, bh as f32 / from.1 as f32);
+    let (cx, cy, cw, ch) = (c.x as f32 * sx, c.y as f32 * sy, c.w as f32 * sx, c.h as f32 * sy);
+    let near = |v: u32, centre: f32| (v as f32 - centre).abs() <= REFINE;
+    let span = |centre: f32, room: u32| (centre - REFINE).max(0.0) as u32..=((centre + REFINE) as u32).min(room);
     let mut best: Option<Placement> = None;
-    for c in best_placements(&small_half, &big_half) {
-        let (cx, cy, cw, ch) = (c.x as f32 * sx, c.y as f32 * sy, c.w as f32 * sx, c.h as f32 * sy);
-        let near = |v: u32, centre: f32| (v as f32 - centre).abs() <= REFINE;
-        for &(w, h) in fine_sizes.iter().filter(|(w, h)| near(*w, cw) && near(*h, ch)) {
-            let t = Template::of(small, w, h);
-            let span =
-                |centre: f32, room: u32| (centre - REFINE).max(0.0) as u32..=((centre + REFINE) as u32).min(room);
-            for y in span(cy, bh - h) {
-                for x in span(cx, bw - w) {
-                    let score = levels.ncc(&t, x, y);
-                    if best.is_none_or(|b| score > b.score) {
-                        best = Some(Placement { score, x, y, w, h });
-                    }
+    for (w, h) in sizes(small, (bw, bh)).into_iter().filter(|(w, h)| near(*w, cw) && near(*h, ch)) {
+        let t = Template::of(small, w, h);
+        for y in span(cy, bh - h) {
+            for x in span(cx, bw - w) {
+                let score = levels.ncc(&t, x, y);
+                if best.is_none_or(|b| score > b.score) {
+                    best = Some(Placement { score, x, y, w, h });
                 }
             }
         }
     }
-    match best.filter(|b| b.score > -1.0) {
-        Some(p) => Containment { alignment: p.score, detail: detail(small, big, &p) },
-        None => Containment { alignment: -1.0, detail: -1.0 },
-    }
+    best
 }
 
 /// The [`REFINED`] best placements of `small` in `big` over every size and position, apart
@@ -271,7 +386,7 @@ fn best_placements(small: &GrayImage, big: &GrayImage) -> Vec<Placement> {
 fn detail(small: &GrayImage, big: &GrayImage, p: &Placement) -> f32 {
     let (bw, bh) = big.dimensions();
     let (w, h) = (p.w, p.h);
-    let t = high_pass(&imageops::resize(small, w, h, imageops::FilterType::Triangle));
+    let t = high_pass(&resample(small, w, h));
     let mut detail = -1.0f32;
     for dy in -1i64..=1 {
         for dx in -1i64..=1 {
@@ -283,6 +398,32 @@ fn detail(small: &GrayImage, big: &GrayImage, p: &Placement) -> f32 {
         }
     }
     detail
+}
+
+/// Mean colour difference between `small` and the part of `big` where the placement (on a
+/// level of size `level`) puts it, compared as colour layouts: the mean colour of each ninth
+/// (3 x 3) of both. Means, not single colour samples, so that a busy picture's colour does
+/// not depend on where the coarse colour grid happens to cut it.
+fn colour_gap(small: &Thumb, big: &Thumb, p: &Placement, level: (u32, u32)) -> f32 {
+    let (bw, bh) = (level.0 as f32, level.1 as f32);
+    let (x0, y0) = (p.x as f32 / bw, p.y as f32 / bh);
+    let (pw, ph) = (p.w as f32 / bw, p.h as f32 / bh);
+    let mut sum = 0.0;
+    for row in 0..3 {
+        for col in 0..3 {
+            let part = |x: f32, y: f32, w: f32, h: f32| {
+                [
+                    x + w * col as f32 / 3.0,
+                    y + h * row as f32 / 3.0,
+                    x + w * (col + 1) as f32 / 3.0,
+                    y + h * (row + 1) as f32 / 3.0,
+                ]
+            };
+            let ([a, b], [c, d]) = (small.mean_chroma(part(0.0, 0.0, 1.0, 1.0)), big.mean_chroma(part(x0, y0, pw, ph)));
+            sum += (a - c).abs() + (b - d).abs();
+        }
+    }
+    sum / 9.0
 }
 
 /// An image less its blur.
@@ -312,6 +453,72 @@ fn correlation(a: &[f32], b: &[f32]) -> f32 {
     ((sab - sa * sb / n) / (va * vb).sqrt()).clamp(-1.0, 1.0) as f32
 }
 
+/// `img` resized to `w x h` by a separable triangle filter, widened by the shrink factor when
+/// shrinking (as `imageops::resize` with `FilterType::Triangle`): the search resizes a
+/// thumbnail to every tried size, and the general resizer's per-call setup cost more than all
+/// the correlations.
+fn resample(img: &GrayImage, w: u32, h: u32) -> GrayImage {
+    let (sw, sh, w) = (img.width() as usize, img.height() as usize, w as usize);
+    let (cols, rows) = (Taps::new(sw, w), Taps::new(sh, h as usize));
+    // Rows first into floats, then columns; one rounding at the end.
+    let mut across = vec![0f32; sh * w];
+    for (y, out) in across.chunks_exact_mut(w).enumerate() {
+        let src = &img.as_raw()[y * sw..][..sw];
+        for (x, v) in out.iter_mut().enumerate() {
+            let (first, weights) = cols.at(x);
+            *v = weights.iter().zip(&src[first..]).map(|(k, v)| k * f32::from(*v)).sum();
+        }
+    }
+    let mut out = vec![0u8; w * h as usize];
+    for (y, row) in out.chunks_exact_mut(w).enumerate() {
+        let (first, weights) = rows.at(y);
+        for (x, v) in row.iter_mut().enumerate() {
+            let sum: f32 = weights.iter().enumerate().map(|(i, k)| k * across[(first + i) * w + x]).sum();
+            *v = sum.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    GrayImage::from_raw(w as u32, h, out).unwrap_or_else(|| GrayImage::new(w as u32, h))
+}
+
+/// The triangle filter's inputs for each output sample along one axis: the first input and
+/// the normalised weights of the inputs from there, in one flat table.
+struct Taps {
+    first: Vec<usize>,
+    counts: Vec<usize>,
+    weights: Vec<f32>,
+    stride: usize,
+}
+
+impl Taps {
+    fn new(src: usize, dst: usize) -> Taps {
+        let ratio = src as f32 / dst.max(1) as f32;
+        let support = ratio.max(1.0);
+        let stride = 2 * support.ceil() as usize + 2;
+        let mut taps = Taps { first: vec![0; dst], counts: vec![0; dst], weights: vec![0.0; dst * stride], stride };
+        for i in 0..dst {
+            let centre = (i as f32 + 0.5) * ratio;
+            let first = ((centre - support).floor().max(0.0) as usize).min(src - 1);
+            let last = ((centre + support).ceil() as usize).clamp(first + 1, src).min(first + stride);
+            let weights = &mut taps.weights[i * stride..][..last - first];
+            for (k, j) in weights.iter_mut().zip(first..last) {
+                *k = (1.0 - ((j as f32 + 0.5 - centre) / support).abs()).max(0.0);
+            }
+            let total: f32 = weights.iter().sum();
+            if total > 0.0 {
+                weights.iter_mut().for_each(|k| *k /= total);
+            } else {
+                weights[0] = 1.0;
+            }
+            (taps.first[i], taps.counts[i]) = (first, last - first);
+        }
+        taps
+    }
+
+    fn at(&self, i: usize) -> (usize, &[f32]) {
+        (self.first[i], &self.weights[i * self.stride..][..self.counts[i]])
+    }
+}
+
 /// `small` resized to one tried size, with the sums its correlations need.
 struct Template {
     pixels: Vec<u8>,
@@ -323,7 +530,7 @@ struct Template {
 
 impl Template {
     fn of(small: &GrayImage, w: u32, h: u32) -> Template {
-        let pixels = imageops::resize(small, w, h, imageops::FilterType::Triangle).into_raw();
+        let pixels = resample(small, w, h).into_raw();
         let sum = pixels.iter().map(|v| i64::from(*v)).sum();
         let squares = pixels.iter().map(|v| i64::from(*v) * i64::from(*v)).sum();
         Template { pixels, width: w as usize, height: h as usize, sum, squares }
@@ -392,13 +599,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn resampling_follows_the_triangle_filter() {
+        let img = GrayImage::from_fn(64, 48, |x, y| image::Luma([((x * 37 + y * 11) % 256) as u8]));
+        for (w, h) in [(64, 48), (32, 24), (25, 19), (16, 12), (7, 5), (80, 50), (1, 1)] {
+            let ours = resample(&img, w, h);
+            let theirs = imageops::resize(&img, w, h, imageops::FilterType::Triangle);
+            let worst = ours.as_raw().iter().zip(theirs.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+            assert!(worst <= 2, "{w}x{h}: differs by {worst}");
+        }
+    }
+
+    #[test]
     fn a_stored_thumbnail_must_match_its_size() {
         let thumb = Thumb::of(&DynamicImage::new_luma8(200, 100));
         assert_eq!(thumb.image.dimensions(), (THUMB_SIDE, THUMB_SIDE / 2));
         let bytes = postcard::to_allocvec(&thumb).unwrap();
         assert_eq!(postcard::from_bytes::<Thumb>(&bytes).unwrap(), thumb);
         for (width, height, len) in [(10, 10, 99), (0, 5, 0), (THUMB_SIDE + 1, 1, THUMB_SIDE as usize + 1)] {
-            let bytes = postcard::to_allocvec(&ThumbParts { width, height, pixels: vec![0; len] }).unwrap();
+            let parts = ThumbParts { width, height, pixels: vec![0; len], chroma: vec![128; 2] };
+            let bytes = postcard::to_allocvec(&parts).unwrap();
             assert!(postcard::from_bytes::<Thumb>(&bytes).is_err(), "{width}x{height} with {len} pixels");
         }
     }

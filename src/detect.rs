@@ -17,13 +17,15 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::contain::{containment, ContainmentRule};
+use crate::contain::ContainmentRule;
 use crate::error::Result;
 use crate::index::Entry;
-use crate::search::{Purpose, Search, SearchKind};
+use crate::search::{Hit, Purpose, Search, SearchKind};
 use crate::{squared_euclidean, Model};
 
 /// One member of a duplicate group.
@@ -84,8 +86,8 @@ pub fn duplicate_groups(
         }
         copies.push(i);
     }
-    let radius = rule.map_or(threshold, |r| threshold * r.max_distance.max(1.0));
-    let near = duplicate_pairs(entries, near_pairs(entries, &reps, model, radius, kind)?, threshold, rule);
+    let found = neighbourhood(entries, &reps, model, threshold, rule, kind)?;
+    let near = duplicate_pairs(entries, &reps, found, threshold, rule);
     let mut grouped = vec![false; entries.len()];
     let mut groups = Vec::new();
     for &keep in &reps {
@@ -118,146 +120,211 @@ pub fn duplicate_groups(
 /// A duplicate of some image: `(entry, distance, joined by containment)`.
 type Neighbour = (usize, f32, bool);
 
-/// Two entries within the search radius and their distance.
+/// Two entries and their distance.
 type Pair = (usize, usize, f32);
 
-/// Each representative's duplicates among `pairs` (each unordered pair once): the pairs within
-/// `threshold`, and those beyond it that `rule` checks (by the rank of each in the other's
-/// nearest) and finds contained.
+/// What grouping needs from the neighbour search.
+struct Neighbourhood {
+    /// Pairs of representatives (by position) within the threshold, each unordered pair once.
+    near: Vec<Pair>,
+    /// With a containment rule, each representative's nearest others (by position in the
+    /// representatives) within the rule's reach, nearest first, at most the rule's number of
+    /// neighbours; otherwise empty.
+    nearest: Vec<Vec<Hit>>,
+}
+
+/// Each representative's duplicates: the pairs within `threshold`, and the pairs beyond it that
+/// `rule` checks (one is among the other's nearest) and finds contained.
 fn duplicate_pairs(
     entries: &[Entry],
-    pairs: Vec<Pair>,
+    reps: &[usize],
+    found: Neighbourhood,
     threshold: f32,
     rule: Option<&ContainmentRule>,
 ) -> HashMap<usize, Vec<Neighbour>> {
     let mut near: HashMap<usize, Vec<Neighbour>> = HashMap::new();
-    let mut beyond: Vec<Pair> = Vec::new();
-    for (i, j, d) in pairs {
-        if d <= threshold {
-            near.entry(i).or_default().push((j, d, false));
-            near.entry(j).or_default().push((i, d, false));
-        } else {
-            beyond.push((i, j, d));
-        }
+    let mut join = |i: usize, j: usize, d: f32, contained: bool| {
+        near.entry(i).or_default().push((j, d, contained));
+        near.entry(j).or_default().push((i, d, contained));
+    };
+    for (a, b, d) in found.near {
+        join(reps[a], reps[b], d, false);
     }
-    let Some(rule) = rule.filter(|_| !beyond.is_empty()) else {
+    let Some(rule) = rule else {
         return near;
     };
-    // Each image's neighbours, nearest first, to rank its pairs by.
-    let mut ranked: HashMap<usize, Vec<(f32, usize)>> = HashMap::new();
-    for (i, list) in &near {
-        ranked.entry(*i).or_default().extend(list.iter().map(|n| (n.1, n.0)));
-    }
-    for &(i, j, d) in &beyond {
-        ranked.entry(i).or_default().push((d, j));
-        ranked.entry(j).or_default().push((d, i));
-    }
-    let mut rank: HashMap<(usize, usize), usize> = HashMap::new();
-    for (i, list) in &mut ranked {
-        list.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        for (r, (_, j)) in list.iter().enumerate().take(rule.neighbours) {
-            let slot = rank.entry((*i.min(j), *i.max(j))).or_insert(r);
-            *slot = (*slot).min(r);
+    let mut candidates: Vec<Pair> = Vec::new();
+    for (a, list) in found.nearest.iter().enumerate() {
+        for (rank, &(b, d)) in list.iter().enumerate() {
+            if rule.checks(d, threshold, rank) {
+                candidates.push((reps[a].min(reps[b]), reps[a].max(reps[b]), d));
+            }
         }
     }
-    let contained: Vec<Pair> = beyond
-        .into_par_iter()
-        .filter(|&(i, j, d)| {
-            rank.get(&(i, j)).is_some_and(|&r| rule.checks(d, threshold, r))
-                && containment(&entries[i].thumb, &entries[j].thumb).holds(rule.alignment, rule.detail)
-        })
-        .collect();
+    candidates.sort_by_key(|x| (x.0, x.1));
+    candidates.dedup_by(|x, y| (x.0, x.1) == (y.0, y.1));
+    let contained: Vec<Pair> =
+        candidates.into_par_iter().filter(|&(i, j, _)| rule.contains(&entries[i].thumb, &entries[j].thumb)).collect();
     for (i, j, d) in contained {
-        near.entry(i).or_default().push((j, d, true));
-        near.entry(j).or_default().push((i, d, true));
+        join(i, j, d, true);
     }
     near
 }
 
-/// Every unordered pair of representatives within `radius`, once. Exact search visits each
-/// pair once; through the HNSW graph each representative asks for its neighbours within the
-/// radius, and a pair found from either side is kept once.
-fn near_pairs(entries: &[Entry], reps: &[usize], model: &Model, radius: f32, kind: SearchKind) -> Result<Vec<Pair>> {
-    let search =
-        Search::new(reps.iter().map(|&i| entries[i].embedding.as_slice()).collect(), model, kind, Purpose::Grouping);
-    let rows: Vec<Result<Vec<Pair>>> = if search.is_hnsw() {
-        (0..reps.len())
-            .into_par_iter()
-            .map(|a| {
-                let hits = search.within(&entries[reps[a]].embedding, radius)?;
-                Ok(hits.into_iter().filter(|(b, _)| *b != a).map(|(b, d)| (reps[a], reps[b], d)).collect())
-            })
-            .collect()
-    } else {
-        exact_pairs(entries, reps, model, radius)
-    };
-    let mut seen = std::collections::HashSet::new();
-    let mut pairs = Vec::new();
-    for row in rows {
-        let ordered = row?.into_iter().map(|(i, j, d)| (i.min(j), i.max(j), d));
-        pairs.extend(ordered.filter(|p| seen.insert((p.0, p.1))));
+/// The neighbour search for grouping. Exact search visits each unordered pair once; through the
+/// HNSW graph each representative asks for its neighbours within the threshold (a pair found
+/// from either side is kept once) and, with a rule, for its nearest.
+fn neighbourhood(
+    entries: &[Entry],
+    reps: &[usize],
+    model: &Model,
+    threshold: f32,
+    rule: Option<&ContainmentRule>,
+    kind: SearchKind,
+) -> Result<Neighbourhood> {
+    let vectors: Vec<&[f32]> = reps.iter().map(|&i| entries[i].embedding.as_slice()).collect();
+    let search = Search::new(vectors.clone(), model, kind, Purpose::Grouping);
+    let (k, reach) = rule.map_or((0, threshold), |r| (r.neighbours, threshold * r.max_distance.max(1.0)));
+    if !search.is_hnsw() {
+        return exact_neighbourhood(&vectors, model, threshold, k, reach);
     }
-    Ok(pairs)
+    let rows: Vec<Result<(Vec<Pair>, Vec<Hit>)>> = (0..reps.len())
+        .into_par_iter()
+        .map(|a| {
+            let near = search.within(vectors[a], threshold)?;
+            let near = near.into_iter().filter(|(b, _)| *b != a).map(|(b, d)| (a.min(b), a.max(b), d)).collect();
+            let nearest = if k == 0 { Vec::new() } else { search.nearest(vectors[a], k + 1)? };
+            Ok((near, nearest.into_iter().filter(|&(b, d)| b != a && d <= reach).take(k).collect()))
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Neighbourhood { near: Vec::new(), nearest: Vec::new() };
+    for row in rows {
+        let (near, nearest) = row?;
+        found.near.extend(near.into_iter().filter(|p: &Pair| seen.insert((p.0, p.1))));
+        found.nearest.push(nearest);
+    }
+    Ok(found)
 }
 
-/// Exact search for [`near_pairs`]. Where the model's distance is plain Euclidean per view (the
-/// usual case, see `Model::plain_views`), views are compared by squared distance against the
-/// squared threshold less their margin.
-fn exact_pairs(entries: &[Entry], reps: &[usize], model: &Model, threshold: f32) -> Vec<Result<Vec<Pair>>> {
+/// The `k` nearest offered so far within some reach, by distance then position, whatever the
+/// order of the offers; shared between the threads of an exact search.
+struct Nearest {
+    k: usize,
+    /// The distance of the `k`-th nearest once there are `k` (as `f32` bits), so that most
+    /// offers are turned away without taking the lock.
+    bound: AtomicU32,
+    list: Mutex<Vec<(f32, usize)>>,
+}
+
+impl Nearest {
+    fn new(k: usize) -> Nearest {
+        Nearest { k, bound: AtomicU32::new(f32::INFINITY.to_bits()), list: Mutex::new(Vec::with_capacity(k)) }
+    }
+
+    fn offer(&self, d: f32, j: usize) {
+        if self.k == 0 || d > f32::from_bits(self.bound.load(AtomicOrdering::Relaxed)) {
+            return;
+        }
+        let mut list = self.list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let later = |x: &(f32, usize), y: &(f32, usize)| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1));
+        if list.len() < self.k {
+            list.push((d, j));
+        } else if let Some((at, worst)) = list.iter().copied().enumerate().max_by(|x, y| later(&x.1, &y.1)) {
+            if later(&(d, j), &worst) == Ordering::Less {
+                list[at] = (d, j);
+            }
+        }
+        if list.len() == self.k {
+            let worst = list.iter().map(|x| x.0).fold(f32::NEG_INFINITY, f32::max);
+            self.bound.store(worst.to_bits(), AtomicOrdering::Relaxed);
+        }
+    }
+
+    fn into_sorted(self) -> Vec<Hit> {
+        let mut list = self.list.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        list.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        list.into_iter().map(|(d, j)| (j, d)).collect()
+    }
+}
+
+/// Exact search for [`neighbourhood`] over the representatives' `vectors`: the pairs within
+/// `threshold` and each one's `k` nearest within `reach`. Where the model's distance is plain
+/// Euclidean per view (the usual case, see `Model::plain_views`), views are compared by squared
+/// distance against the squared reach less their margin, in blocks.
+fn exact_neighbourhood(
+    vectors: &[&[f32]],
+    model: &Model,
+    threshold: f32,
+    k: usize,
+    reach: f32,
+) -> Result<Neighbourhood> {
+    let n = vectors.len();
+    let nearest: Vec<Nearest> = (0..n).map(|_| Nearest::new(k)).collect();
+    let visit = |a: usize, b: usize, d: f32, hits: &mut Vec<Pair>| {
+        if d <= threshold {
+            hits.push((a, b, d));
+        }
+        if d <= reach {
+            nearest[a].offer(d, b);
+            nearest[b].offer(d, a);
+        }
+    };
     let (dim, len) = (model.meta().embedding_dim, model.embedding_len());
-    let views = model.plain_views().filter(|_| reps.iter().all(|&i| entries[i].embedding.len() == len));
-    let Some(views) = views else {
-        return (0..reps.len())
+    let views = model.plain_views().filter(|_| vectors.iter().all(|v| v.len() == len));
+    let rows: Vec<Result<Vec<Pair>>> = match views {
+        None => (0..n)
             .into_par_iter()
             .map(|a| {
-                let x = &entries[reps[a]].embedding;
                 let mut hits = Vec::new();
-                for &j in &reps[a + 1..] {
-                    let d = model.distance(x, &entries[j].embedding)?;
-                    if d <= threshold {
-                        hits.push((reps[a], j, d));
-                    }
+                for b in a + 1..n {
+                    visit(a, b, model.distance(vectors[a], vectors[b])?, &mut hits);
                 }
                 Ok(hits)
             })
-            .collect();
-    };
-    // (offset, margin, squared radius) of each view that can reach the threshold at all.
-    let views: Vec<(usize, f32, f32)> = views
-        .into_iter()
-        .filter(|(_, margin)| *margin <= threshold)
-        .map(|(offset, margin)| (offset, margin, (threshold - margin) * (threshold - margin)))
-        .collect();
-    // One contiguous matrix, compared in blocks of rows: each column vector is loaded once per
-    // block rather than once per row, which keeps the loop out of main memory.
-    const ROWS: usize = 32;
-    let matrix: Vec<f32> = reps.iter().flat_map(|&i| entries[i].embedding.iter().copied()).collect();
-    let row = |a: usize| &matrix[a * len..][..len];
-    (0..reps.len().div_ceil(ROWS))
-        .into_par_iter()
-        .map(|block| {
-            let first = block * ROWS;
-            let rows = first..(first + ROWS).min(reps.len());
-            let mut hits = Vec::new();
-            for b in first + 1..reps.len() {
-                let y = row(b);
-                for a in rows.start..rows.end.min(b) {
-                    let x = row(a);
-                    let mut best = f32::INFINITY;
-                    for &(offset, margin, r2) in &views {
-                        let sq = squared_euclidean(&x[offset..][..dim], &y[offset..][..dim]);
-                        if sq <= r2 {
-                            best = best.min(sq.sqrt() + margin);
+            .collect(),
+        Some(views) => {
+            // (offset, margin, squared radius) of each view that can come within reach at all.
+            let views: Vec<(usize, f32, f32)> = views
+                .into_iter()
+                .filter(|(_, margin)| *margin <= reach)
+                .map(|(offset, margin)| (offset, margin, (reach - margin) * (reach - margin)))
+                .collect();
+            // One contiguous matrix, compared in blocks of rows: each column vector is loaded
+            // once per block rather than once per row, which keeps the loop out of main memory.
+            const ROWS: usize = 32;
+            let matrix: Vec<f32> = vectors.iter().flat_map(|v| v.iter().copied()).collect();
+            let row = |a: usize| &matrix[a * len..][..len];
+            (0..n.div_ceil(ROWS))
+                .into_par_iter()
+                .map(|block| {
+                    let first = block * ROWS;
+                    let rows = first..(first + ROWS).min(n);
+                    let mut hits = Vec::new();
+                    for b in first + 1..n {
+                        let y = row(b);
+                        for a in rows.start..rows.end.min(b) {
+                            let x = row(a);
+                            let mut best = f32::INFINITY;
+                            for &(offset, margin, r2) in &views {
+                                let sq = squared_euclidean(&x[offset..][..dim], &y[offset..][..dim]);
+                                if sq <= r2 {
+                                    best = best.min(sq.sqrt() + margin);
+                                }
+                            }
+                            visit(a, b, best, &mut hits);
                         }
                     }
-                    if best <= threshold {
-                        hits.push((reps[a], reps[b], best));
-                    }
-                }
-            }
-            Ok(hits)
-        })
-        .collect()
+                    Ok(hits)
+                })
+                .collect()
+        }
+    };
+    let mut near = Vec::new();
+    for row in rows {
+        near.extend(row?);
+    }
+    Ok(Neighbourhood { near, nearest: nearest.into_iter().map(Nearest::into_sorted).collect() })
 }
 
 /// An image's outlier score.
@@ -345,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn block_comparison_of_views_agrees_with_the_models_distance() {
+    fn block_comparison_of_views_agrees_with_the_models_distance_and_ranks_the_nearest() {
         use crate::tower::{self, SplitMix64, TowerSpec, TowerWeights};
         let spec = TowerSpec::photo(4);
         let mut meta = tower::untrained_meta(&spec).unwrap();
@@ -365,10 +432,10 @@ mod tests {
                 thumb: crate::contain::Thumb::of(&image::DynamicImage::new_luma8(1, 1)),
             })
             .collect();
-        let reps: Vec<usize> = (0..entries.len()).collect();
-        let threshold = 0.5;
-        let mut fast: Vec<Pair> =
-            exact_pairs(&entries, &reps, &model, threshold).into_iter().flat_map(|r| r.unwrap()).collect();
+        let vectors: Vec<&[f32]> = entries.iter().map(|e| e.embedding.as_slice()).collect();
+        let (threshold, k, reach) = (0.5, 12, 0.55);
+        let found = exact_neighbourhood(&vectors, &model, threshold, k, reach).unwrap();
+        let mut fast = found.near;
         fast.sort_by_key(|p| (p.0, p.1));
         let mut slow = Vec::new();
         let mut by_grey = 0;
@@ -382,6 +449,20 @@ mod tests {
                 }
             }
         }
+        // Each one's k nearest within reach, by distance then position.
+        for (a, got) in found.nearest.iter().enumerate() {
+            let mut all: Vec<(usize, f32)> = (0..entries.len())
+                .filter(|&b| b != a)
+                .map(|b| (b, model.distance(vectors[a], vectors[b]).unwrap()))
+                .filter(|h| h.1 <= reach)
+                .collect();
+            all.sort_by(|x, y| x.1.total_cmp(&y.1).then(x.0.cmp(&y.0)));
+            all.truncate(k);
+            assert_eq!(got.iter().map(|h| h.0).collect::<Vec<_>>(), all.iter().map(|h| h.0).collect::<Vec<_>>());
+            assert!(got.iter().zip(&all).all(|(g, w)| (g.1 - w.1).abs() < 1e-5));
+        }
+        let lens: Vec<usize> = found.nearest.iter().map(Vec::len).collect();
+        assert!(lens.contains(&k) && lens.iter().any(|&l| l < k), "{lens:?}");
         assert!(by_grey > 0 && slow.len() > by_grey, "{} pairs, {by_grey} only through the grey view", slow.len());
         assert_eq!(fast.len(), slow.len());
         for (f, s) in fast.iter().zip(&slow) {

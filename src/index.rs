@@ -204,6 +204,16 @@ mod tests {
     }
 
     #[test]
+    fn an_index_of_another_format_is_refused_with_the_way_out() {
+        let path = Path::new("old.twinscan");
+        let mut bytes = sample().to_bytes().unwrap();
+        // Format 1 had no thumbnails: its entries cannot be read as this format's.
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let err = Index::from_bytes(&bytes, path).unwrap_err().to_string();
+        assert!(err.contains("index format 1, this build reads 2") && err.contains("--rebuild"), "{err}");
+    }
+
+    #[test]
     fn a_second_writer_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("i.twinscan");

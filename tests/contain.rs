@@ -20,22 +20,22 @@ fn crops_and_frames_are_contained_and_other_shots_are_not() {
         // 25% off the left, 5% off the right, 20% off the top, then shrunk as a user would.
         let crop = imageops::resize(&window(&original, 100, 60, 280, 240), 140, 120, imageops::FilterType::Triangle);
         let c = containment(&o, &Thumb::of_rgb(&crop));
-        assert!(c.holds(rule.alignment, rule.detail), "seed {seed}: crop {c:?}");
+        assert!(rule.accepts(&c), "seed {seed}: crop {c:?}");
         assert_eq!(c, containment(&Thumb::of_rgb(&crop), &o), "either order");
 
         let mut framed = RgbImage::from_pixel(460, 340, image::Rgb([255, 255, 255]));
         imageops::replace(&mut framed, &original, 30, 20);
         let f = containment(&o, &Thumb::of_rgb(&framed));
-        assert!(f.holds(rule.alignment, rule.detail), "seed {seed}: framed {f:?}");
+        assert!(rule.accepts(&f), "seed {seed}: framed {f:?}");
 
         // The next frame of a burst: the same scene moved by a quarter, so a quarter of it is
         // new.
         let burst = window(&scene, 200, 90, 400, 300);
         let b = containment(&o, &Thumb::of_rgb(&burst));
-        assert!(!b.holds(rule.alignment, rule.detail), "seed {seed}: burst {b:?}");
+        assert!(!rule.accepts(&b), "seed {seed}: burst {b:?}");
 
         let other = Thumb::of_rgb(&common::busy_picture(400, 300, seed + 100));
-        assert!(!containment(&o, &other).holds(rule.alignment, rule.detail), "seed {seed}: another picture");
+        assert!(!rule.accepts(&containment(&o, &other)), "seed {seed}: another picture");
     }
 }
 
@@ -55,4 +55,32 @@ fn flat_pictures_cannot_be_placed_and_the_rule_keeps_to_its_limits() {
     assert!(!rule.duplicate(0.9, t, rule.neighbours, &o, &k), "not among the nearest");
     assert!(!rule.duplicate(rule.max_distance * t + 0.01, t, 0, &o, &k), "too far to check");
     assert!(!rule.duplicate(0.9, t, 0, &o, &flat), "not contained");
+}
+
+#[test]
+fn shapes_that_line_up_in_grey_but_not_in_colour_are_not_contained() {
+    // Flat graphics: two shapes on a background. A crop keeps their colours; the same crop
+    // recoloured (every level maps to another, brighter stays brighter) lines up in grey as
+    // well as the crop does.
+    let (bg, a, b) = (image::Rgb([0, 0, 200]), image::Rgb([255, 150, 0]), image::Rgb([240, 240, 240]));
+    let scene = RgbImage::from_fn(400, 300, |x, y| match (x, y) {
+        (100..250, 80..200) => a,
+        (270..330, 150..280) => b,
+        _ => bg,
+    });
+    let recolour = |img: &RgbImage| {
+        RgbImage::from_fn(img.width(), img.height(), |x, y| match *img.get_pixel(x, y) {
+            p if p == a => image::Rgb([0, 220, 0]),
+            p if p == b => image::Rgb([255, 255, 120]),
+            _ => image::Rgb([200, 0, 0]),
+        })
+    };
+    let crop = window(&scene, 60, 50, 300, 240);
+    let rule = ContainmentRule::default();
+    let (o, same, other) = (Thumb::of_rgb(&scene), Thumb::of_rgb(&crop), Thumb::of_rgb(&recolour(&crop)));
+    let kept = containment(&o, &same);
+    assert!(rule.accepts(&kept) && kept.colour < 4.0, "the crop: {kept:?}");
+    let grey_only = containment(&o, &other);
+    assert!(grey_only.alignment >= rule.alignment && grey_only.detail >= rule.detail, "lines up: {grey_only:?}");
+    assert!(grey_only.colour > rule.colour && !rule.contains(&o, &other), "recoloured: {grey_only:?}");
 }
