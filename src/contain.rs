@@ -2,16 +2,19 @@
 //! copies, whose original is a part of them), which no embedding distance can find without
 //! also matching other shots of the same scene.
 //!
-//! Each image is kept as a small grey [`Thumb`] (the scan index stores one per image).
-//! [`containment`] places one thumbnail inside the other: every rectangle that keeps the placed
-//! image's aspect and at least [`MIN_SIDE`] of each side of the other, at every position,
-//! scored by normalised cross-correlation (which ignores brightness and contrast). The search
-//! runs on half-size thumbnails and refines the best few placements at full size, where the
-//! best score is the *alignment*. Smooth pictures (skies, gradients) align with many places, so the
-//! placement is then checked on the images' fine structure: the same correlation of the
-//! high-passed thumbnails (each less its blur), allowing one pixel of misalignment, is the
-//! *detail*. A crop scores high on both; a burst shot (a quarter of it new) or a smooth
-//! lookalike fails the second.
+//! Each image is kept as a small [`Thumb`] (grey, with its colour at a quarter of that size;
+//! the scan index stores one per image). [`containment`] places one thumbnail inside the
+//! other: every rectangle that keeps the placed image's aspect and at least [`MIN_SIDE`] of
+//! each side of the other, at every position, scored by normalised cross-correlation (which
+//! ignores brightness and contrast). The search runs on quarter-size thumbnails and refines the
+//! best few placements on half-size ones and then at full size, where the best score is the
+//! *alignment*. Smooth pictures (skies, gradients) align with many places, so the placement is
+//! then checked on the images' fine structure: the same correlation of the high-passed
+//! thumbnails (each less its blur), allowing one pixel of misalignment, is the *detail*. And
+//! as correlation ignores which levels meet, flat graphics whose shapes line up in grey would
+//! pass both: the *colour* compares the colour layout of the placed image with that of where it
+//! was placed. A crop passes all three; a burst shot (a quarter of it new) or a smooth
+//! lookalike fails the second, a recoloured shape the third.
 //!
 //! ```
 //! use twinscan::contain::{containment, Thumb};

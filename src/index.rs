@@ -8,7 +8,7 @@
 //! writers apart.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -65,45 +65,72 @@ impl Index {
     /// Reads an index and checks its magic, version and checksum. Nothing of a file that fails a
     /// check is used.
     pub fn load(path: &Path) -> Result<Index> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Index::from_bytes(&bytes, path)
+        Index::read(File::open(path).map_err(|e| Error::io(path, e))?, path)
     }
 
     /// [`Index::load`] on bytes in memory; `path` names them in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Index> {
-        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        Index::read(std::io::Cursor::new(bytes), path)
+    }
+
+    /// Checks the header, then hashes the whole payload, then parses it from the start: a
+    /// large index is read twice rather than held in memory twice (as bytes and as entries).
+    fn read<R: Read + Seek>(mut r: R, path: &Path) -> Result<Index> {
+        let io = |e| Error::io(path, e);
+        let mut header = Vec::with_capacity(HEADER);
+        r.by_ref().take(HEADER as u64).read_to_end(&mut header).map_err(io)?;
+        if header.len() < HEADER || &header[..8] != MAGIC {
             return Err(invalid(path, "not a twinscan index (bad magic)"));
         }
-        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
         if version != INDEX_VERSION {
             return Err(invalid(path, format!("index format {version}, this build reads {INDEX_VERSION}")));
         }
-        let payload = &bytes[HEADER..];
-        if Sha256::digest(payload).as_slice() != &bytes[12..HEADER] {
+        let mut hashed = Hashed { inner: std::io::sink(), hash: Sha256::new() };
+        std::io::copy(&mut r, &mut hashed).map_err(io)?;
+        if hashed.hash.finalize().as_slice() != &header[12..HEADER] {
             return Err(invalid(path, "checksum mismatch (damaged or truncated)"));
         }
-        postcard::from_bytes(payload).map_err(|e| invalid(path, format!("undecodable: {e}")))
+        r.seek(SeekFrom::Start(HEADER as u64)).map_err(io)?;
+        // Room for the longest string in an index (a path).
+        let mut scratch = vec![0u8; 1 << 16];
+        postcard::from_io((std::io::BufReader::new(r), &mut scratch))
+            .map(|(index, _)| index)
+            .map_err(|e| invalid(path, format!("undecodable: {e}")))
     }
 
     /// The index's bytes as [`Index::save`] writes them.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let payload = postcard::to_allocvec(self).map_err(|e| invalid(Path::new("<index>"), e.to_string()))?;
-        let mut out = Vec::with_capacity(HEADER + payload.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        out.extend_from_slice(&Sha256::digest(&payload));
-        out.extend_from_slice(&payload);
+        let mut out = Vec::new();
+        self.write(&mut std::io::Cursor::new(&mut out)).map_err(|e| invalid(Path::new("<index>"), e.to_string()))?;
         Ok(out)
+    }
+
+    /// Writes the header with a blank checksum, streams the payload through the hash, then
+    /// fills the checksum in: a large index (thumbnails are most of it) is never held twice.
+    fn write<W: Write + Seek>(&self, out: &mut W) -> std::io::Result<()> {
+        out.write_all(MAGIC)?;
+        out.write_all(&INDEX_VERSION.to_le_bytes())?;
+        out.write_all(&[0; 32])?;
+        let digest = {
+            let mut hashed = Hashed { inner: std::io::BufWriter::new(&mut *out), hash: Sha256::new() };
+            postcard::to_io(self, &mut hashed).map_err(std::io::Error::other)?;
+            hashed.inner.flush()?;
+            hashed.hash.clone().finalize()
+        };
+        out.seek(SeekFrom::Start(12))?;
+        out.write_all(&digest)?;
+        out.seek(SeekFrom::End(0))?;
+        Ok(())
     }
 
     /// Writes the index atomically: a temporary file beside `path`, flushed to disk, then
     /// renamed over it.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = self.to_bytes()?;
         let tmp = temp_path(path);
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
+            self.write(&mut f)?;
             f.sync_all()?;
             std::fs::rename(&tmp, path)
         };
@@ -128,6 +155,24 @@ impl Index {
             ));
         }
         Ok(())
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct Hashed<W: Write> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -191,6 +236,7 @@ mod tests {
         index.save(&path).unwrap();
         assert_eq!(Index::load(&path).unwrap(), index);
         let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes, index.to_bytes().unwrap());
         for cut in [0, 10, HEADER, bytes.len() - 1] {
             assert!(Index::from_bytes(&bytes[..cut], &path).is_err(), "truncated at {cut}");
         }
