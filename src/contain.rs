@@ -245,7 +245,8 @@ pub fn containment(a: &Thumb, b: &Thumb) -> Containment {
 /// [`containment`], refining only placements that pass `gate` on the coarser levels; where
 /// none does, the alignment is the best coarsest score and the detail -1.
 fn gated(a: &Thumb, b: &Thumb, gate: Gate) -> Containment {
-    let (x, y) = (place(b, a, gate), place(a, b, gate));
+    let (pa, pb) = (Pyramid::of(a), Pyramid::of(b));
+    let (x, y) = (place((b, &pb), (a, &pa), gate), place((a, &pa), (b, &pb), gate));
     if x.alignment >= y.alignment {
         x
     } else {
@@ -302,15 +303,9 @@ impl Gate {
 /// and the best few placements that pass `gate` are refined on the half-size thumbnails, and
 /// the best few of those that pass it on the thumbnails themselves (a few percent of the work
 /// of searching at full size).
-fn place(small_thumb: &Thumb, big_thumb: &Thumb, gate: Gate) -> Containment {
+fn place((small_thumb, smalls): (&Thumb, &Pyramid), (big_thumb, bigs): (&Thumb, &Pyramid), gate: Gate) -> Containment {
     let (small, big) = (&small_thumb.image, &big_thumb.image);
-    let half = |img: &GrayImage| {
-        let (w, h) = img.dimensions();
-        resample(img, w.div_ceil(2), h.div_ceil(2))
-    };
-    let (small_half, big_half) = (half(small), half(big));
-    let smalls = [small, &small_half, &half(&small_half)];
-    let bigs = [big, &big_half, &half(&big_half)];
+    let (smalls, bigs) = (smalls.levels(small), bigs.levels(big));
     let mut found = best_placements(smalls[2], bigs[2]);
     let coarse_best = found.first().map_or(-1.0, |c| c.score);
     for level in [1, 0] {
@@ -326,6 +321,28 @@ fn place(small_thumb: &Thumb, big_thumb: &Thumb, gate: Gate) -> Containment {
             colour: colour_gap(small_thumb, big_thumb, &p, big.dimensions()),
         },
         None => Containment { alignment: coarse_best, detail: -1.0, colour: 510.0 },
+    }
+}
+
+/// A thumbnail at half and at a quarter of its size, made once per pair for both directions.
+struct Pyramid {
+    half: GrayImage,
+    quarter: GrayImage,
+}
+
+impl Pyramid {
+    fn of(t: &Thumb) -> Pyramid {
+        let half = |img: &GrayImage| {
+            let (w, h) = img.dimensions();
+            resample(img, w.div_ceil(2), h.div_ceil(2))
+        };
+        let h = half(&t.image);
+        Pyramid { quarter: half(&h), half: h }
+    }
+
+    /// Full, half and quarter size, finest first.
+    fn levels<'a>(&'a self, full: &'a GrayImage) -> [&'a GrayImage; 3] {
+        [full, &self.half, &self.quarter]
     }
 }
 
