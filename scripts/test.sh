@@ -9,4 +9,8 @@ if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi
 cargo test --workspace --features train --locked
+# examples/match.rs, the gallery app, on its fixtures: each probe's answer (first two columns)
+# as examples/gallery/expected.txt records it.
+cargo run --locked -q --example match -- examples/gallery/enroll examples/gallery/probes > target/match.out
+diff <(awk '{print $1, $2}' target/match.out) examples/gallery/expected.txt
 "$venv/bin/python" tests/python/check_onnx.py

@@ -17,7 +17,7 @@ declare -A runs=(
   [fashion-seed-contrastive]="train --data data/fashion-mnist --dataset fashion-mnist --tower seed --loss contrastive --margin 5"
   [mnist-compact-contrastive]="train --data data/mnist --dataset mnist --tower compact --loss contrastive --margin 5 --epochs 20"
   [fashion-compact-contrastive]="train --data data/fashion-mnist --dataset fashion-mnist --tower compact --loss contrastive --margin 5"
-  [photo]="train-photo --data data/photos --epochs 60 --steps 40 --batch 128"
+  [photo]="train-photo --data data/photos --epochs 60 --steps 40 --batch 128 --bursts 0.25 --grey-view"
 )
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${!runs[@]}")

@@ -134,6 +134,49 @@ pub enum Error {
         reason: String,
     },
 
+    /// A gallery file is damaged, of another version, or holds what no gallery writes.
+    #[error("gallery {}: {reason}", path.display())]
+    Gallery {
+        /// The gallery file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A gallery is used with a model other than the one that made its embeddings (or with
+    /// another invariance).
+    #[error("gallery made by model {made_by}, not by the model in use {in_use}; use that model or enroll again")]
+    GalleryModel {
+        /// Fingerprint prefix and invariance of the gallery's model.
+        made_by: String,
+        /// Fingerprint prefix and invariance of the model in use.
+        in_use: String,
+    },
+
+    /// A label that cannot be enrolled (empty, too long, or with control characters), or one that
+    /// the gallery does not hold.
+    #[error("label {label:?}: {reason}")]
+    Label {
+        /// The label as given.
+        label: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An acceptance threshold that is not a finite, non-negative distance.
+    #[error("threshold {value} is not a finite, non-negative distance")]
+    Threshold {
+        /// The value given.
+        value: f32,
+    },
+
+    /// Another process holds the lock of an index or gallery it is about to rewrite.
+    #[error("{}: in use by another twinscan process (lock held)", path.display())]
+    Locked {
+        /// The index or gallery file.
+        path: PathBuf,
+    },
+
     /// The trainer failed (a tensor operation or the optimiser).
     #[error("training failed: {reason}")]
     Training {
@@ -170,7 +213,9 @@ impl Error {
             | Error::ImageTooLarge { path, .. }
             | Error::Decode { path, .. }
             | Error::Dataset { path, .. }
-            | Error::Index { path, .. } => Some(path),
+            | Error::Index { path, .. }
+            | Error::Gallery { path, .. }
+            | Error::Locked { path } => Some(path),
             _ => None,
         }
     }
@@ -193,6 +238,11 @@ impl Error {
             Error::InvalidTower { .. } => "invalid_tower",
             Error::Dataset { .. } => "dataset",
             Error::Index { .. } => "index",
+            Error::Gallery { .. } => "gallery",
+            Error::GalleryModel { .. } => "gallery_model",
+            Error::Label { .. } => "label",
+            Error::Locked { .. } => "locked",
+            Error::Threshold { .. } => "threshold",
             Error::Training { .. } => "training",
         }
     }

@@ -1,4 +1,5 @@
-//! Pair metrics: accuracy at a threshold, the best threshold, ROC AUC, and fitting the head.
+//! Pair metrics: accuracy at a threshold, the best threshold, ROC AUC, equal error rate,
+//! true-accept rate at a false-accept rate, and fitting the head.
 
 use rayon::prelude::*;
 
@@ -62,6 +63,50 @@ pub fn roc_auc(distances: &[f32], similar: &[bool]) -> f64 {
     wins / (pos as f64 * neg as f64)
 }
 
+/// Accept rates as the threshold sweeps up through the distances: after each group of tied
+/// distances, the fraction of similar pairs accepted (TAR) and of dissimilar ones (FAR), both
+/// starting from (0, 0) with nothing accepted.
+fn accept_rates(distances: &[f32], similar: &[bool]) -> Vec<(f64, f64)> {
+    let mut order: Vec<usize> = (0..distances.len()).collect();
+    order.sort_by(|a, b| distances[*a].total_cmp(&distances[*b]));
+    let pos = similar.iter().filter(|s| **s).count().max(1) as f64;
+    let neg = similar.iter().filter(|s| !**s).count().max(1) as f64;
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut rates = vec![(0.0, 0.0)];
+    for (k, &i) in order.iter().enumerate() {
+        if similar[i] {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        if order.get(k + 1).map(|j| distances[*j]) != Some(distances[i]) {
+            rates.push((tp as f64 / pos, fp as f64 / neg));
+        }
+    }
+    rates
+}
+
+/// Equal error rate: where the false-accept rate meets the false-reject rate as the threshold
+/// sweeps (the mean of the two at the threshold where they are closest).
+///
+/// ```
+/// // One dissimilar pair nearer than one of four similar ones: FAR 0.25 = FRR 0.25.
+/// let eer = twinscan::evaluate::equal_error_rate(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], &[true, true, true, false, true, false, false, false]);
+/// assert!((eer - 0.25).abs() < 1e-9);
+/// ```
+pub fn equal_error_rate(distances: &[f32], similar: &[bool]) -> f64 {
+    accept_rates(distances, similar)
+        .into_iter()
+        .map(|(tar, far)| (far - (1.0 - tar), (far + 1.0 - tar) / 2.0))
+        .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()))
+        .map_or(f64::NAN, |(_, eer)| eer)
+}
+
+/// True-accept rate at the largest threshold whose false-accept rate is at most `far`.
+pub fn tar_at_far(distances: &[f32], similar: &[bool], far: f64) -> f64 {
+    accept_rates(distances, similar).into_iter().filter(|(_, f)| *f <= far).map(|(t, _)| t).fold(0.0, f64::max)
+}
+
 /// Fits `p = sigmoid(a - b * d)` to the pairs by Newton's method on the log-likelihood (1-D
 /// logistic regression), keeping `b` positive so the head stays monotone.
 pub fn fit_head(distances: &[f32], similar: &[bool]) -> Head {
@@ -104,17 +149,22 @@ pub struct PairReport {
     pub auc: f64,
 }
 
+/// Embeds images `indices` of `data`; [`Model::embedding_len`] values per image, in order.
+pub fn embed_dataset(model: &Model, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
+    let chunks: Vec<Vec<f32>> = indices
+        .par_chunks(256)
+        .map(|chunk| model.embed_inputs(&data.batch(chunk, model.meta()), chunk.len()))
+        .collect::<Result<_>>()?;
+    Ok(chunks.concat())
+}
+
 /// Embeds every image a pair uses (each once) with the model and returns the pairs' distances.
 pub fn pair_distances(model: &Model, data: &Dataset, pairs: &[Pair]) -> Result<Vec<f32>> {
     let mut used: Vec<usize> = pairs.iter().flat_map(|p| [p.a, p.b]).collect();
     used.sort_unstable();
     used.dedup();
-    let d = model.meta().embedding_dim;
-    let chunks: Vec<Vec<f32>> = used
-        .par_chunks(256)
-        .map(|chunk| model.embed_inputs(&data.batch(chunk, model.meta()), chunk.len()))
-        .collect::<Result<_>>()?;
-    let flat: Vec<f32> = chunks.concat();
+    let d = model.embedding_len();
+    let flat = embed_dataset(model, data, &used)?;
     let row = |i: usize| {
         let k = used.binary_search(&i).unwrap_or(0);
         &flat[k * d..(k + 1) * d]
@@ -144,6 +194,22 @@ mod tests {
         assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]), 0.5);
         // one similar pair beats one of two dissimilar ones: 0.5
         assert_eq!(roc_auc(&[0.1, 0.2, 0.3], &[false, true, false]), 0.5);
+    }
+
+    #[test]
+    fn equal_error_rate_and_tar_at_far_follow_the_sweep() {
+        // Separable: no error at all.
+        let (d, s) = ([0.1, 0.2, 0.9, 1.0], [true, true, false, false]);
+        assert_eq!(equal_error_rate(&d, &s), 0.0);
+        assert_eq!(tar_at_far(&d, &s, 0.0), 1.0);
+        // 10 similar at 1..=10, 10 dissimilar at 6..=15 (ties at 6..=10 move both rates).
+        let d: Vec<f32> = (1..=10).chain(6..=15).map(|x| x as f32).collect();
+        let s: Vec<bool> = (0..20).map(|i| i < 10).collect();
+        assert_eq!(tar_at_far(&d, &s, 0.0), 0.5);
+        assert_eq!(tar_at_far(&d, &s, 0.1), 0.6);
+        assert_eq!(tar_at_far(&d, &s, 1.0), 1.0);
+        // At 7: TAR 0.7 (FRR 0.3), FAR 0.2; at 8: FRR 0.2, FAR 0.3; both ~0.25 apart, mean 0.25.
+        assert!((equal_error_rate(&d, &s) - 0.25).abs() < 1e-9);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod dataset;
 pub mod detect;
 mod error;
 pub mod evaluate;
+pub mod gallery;
 pub mod index;
 mod invariance;
 mod model;
@@ -35,9 +36,11 @@ mod preprocess;
 pub mod scan;
 pub mod search;
 mod similarity;
+pub mod store;
 pub mod tower;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod unseen;
 
 pub use error::{Error, Result};
 pub use invariance::Invariance;

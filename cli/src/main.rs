@@ -34,6 +34,11 @@ enum Command {
     Compare(commands::compare::Args),
     /// Show a model's metadata.
     Info(commands::info::Args),
+    /// Enroll identities and verify or identify probes against them, face-recognition style.
+    Gallery(commands::gallery::Args),
+    /// Benchmarks that need data: `match` measures verification, identification and anomaly
+    /// detection on classes the tower never saw.
+    Bench(commands::bench::Args),
     /// Evaluate a model on IDX data with the origin study's protocol (pair accuracy, ROC AUC).
     Eval(commands::eval::Args),
     /// Train a tower on labelled images and export it (needs the `train` feature).
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Compare(args) => commands::compare::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Gallery(args) => commands::gallery::run(args),
+        Command::Bench(args) => commands::bench::run_bench(args),
         #[cfg(feature = "train")]
         Command::Train(args) => commands::train::run(args),
         #[cfg(feature = "train")]

@@ -3,10 +3,12 @@
 
 mod folder;
 mod idx;
+mod jitter;
 mod pairs;
 
 pub use folder::load_folder;
 pub use idx::{load_idx_dir, read_idx_images, read_idx_labels, Split};
+pub use jitter::jitter;
 pub use pairs::{make_pairs, Pair};
 
 use crate::tower::{InputShape, ModelMeta};

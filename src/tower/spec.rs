@@ -200,6 +200,16 @@ impl TowerSpec {
         TowerSpec { name: "compact".into(), input, layers }
     }
 
+    /// This tower with an L2-normalised output (named `<name>-l2`), for losses on cosine
+    /// similarity such as InfoNCE.
+    pub fn normalized(mut self) -> Self {
+        if !self.l2_normalized() {
+            self.layers.push(Layer::L2Normalize);
+            self.name += "-l2";
+        }
+        self
+    }
+
     /// The photo tower: RGB 64x64 input, a strided Conv-BN-ReLU stage (16 channels) and three
     /// more (32, 64, 128) each followed by 2x2 max pooling, then flatten (a 4x4 grid, so the
     /// layout of a picture still counts), one linear layer to `dim` and L2 normalisation.

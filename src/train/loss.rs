@@ -27,6 +27,14 @@ pub enum Loss {
         /// Softmax temperature.
         temperature: f32,
     },
+    /// Half [`Loss::InfoNce`], half supervised contrastive (Khosla et al., 2020): every view of
+    /// an image with the same label is a positive too, each weighted equally. The labels pull a
+    /// class together while the views keep what tells images apart, which a purely supervised
+    /// loss on few classes throws away. Needs L2-normalised embeddings.
+    SupCon {
+        /// Softmax temperature.
+        temperature: f32,
+    },
 }
 
 impl Loss {
@@ -38,6 +46,7 @@ impl Loss {
             Loss::Contrastive { .. } => "contrastive",
             Loss::Triplet { .. } => "triplet",
             Loss::InfoNce { .. } => "infonce",
+            Loss::SupCon { .. } => "supcon",
         }
     }
 
@@ -70,7 +79,7 @@ pub fn pair_loss(loss: Loss, d: &Tensor, y: &Tensor, z: &Tensor) -> Result<Tenso
             let neg = (y.affine(-1.0, 1.0)? * d.affine(-1.0, f64::from(margin))?.relu()?.sqr()?)?;
             (pos + neg)?.mean_all()
         }
-        Loss::Triplet { .. } | Loss::InfoNce { .. } => {
+        Loss::Triplet { .. } | Loss::InfoNce { .. } | Loss::SupCon { .. } => {
             Err(candle_core::Error::Msg(format!("the {} loss works on whole batches, not pairs", loss.name())))
         }
     }
@@ -97,14 +106,45 @@ pub fn triplet_loss(e: &Tensor, same: &Tensor, margin: f32) -> Result<Tensor> {
 /// views of image `i`; every other row is a negative. InfoNCE as documented on
 /// [`Loss::InfoNce`]; the contrastive loss averages its positive term over the `2n` positive
 /// ordered pairs and its negative term over the rest.
-pub fn views_loss(loss: Loss, e: &Tensor) -> Result<Tensor> {
+///
+/// [`Loss::SupCon`] needs `labels`, one per image (`n`).
+pub fn views_loss(loss: Loss, e: &Tensor, labels: Option<&[u32]>) -> Result<Tensor> {
     let m = e.dim(0)?;
     let n = m / 2;
-    let partner: Vec<f32> = (0..m * m).map(|k| f32::from(u8::from((k / m + n) % m == k % m))).collect();
+    let is_partner = |k: usize| (k / m + n) % m == k % m;
+    let partner: Vec<f32> = match (loss, labels) {
+        (Loss::SupCon { .. }, Some(labels)) if labels.len() == n => {
+            // Row i: half on its partner, half spread over the other views of its label.
+            let label = |i: usize| labels[i % n];
+            let same: Vec<usize> = (0..m)
+                .map(|i| (0..m).filter(|j| *j != i && !is_partner(i * m + j) && label(*j) == label(i)).count())
+                .collect();
+            (0..m * m)
+                .map(|k| {
+                    let (i, j) = (k / m, k % m);
+                    if is_partner(k) {
+                        if same[i] == 0 {
+                            1.0
+                        } else {
+                            0.5
+                        }
+                    } else if i != j && label(i) == label(j) {
+                        0.5 / same[i] as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        }
+        (Loss::SupCon { .. }, _) => {
+            return Err(candle_core::Error::Msg("the supcon loss needs a label per image".into()))
+        }
+        _ => (0..m * m).map(|k| f32::from(u8::from(is_partner(k)))).collect(),
+    };
     let partner = Tensor::from_vec(partner, (m, m), e.device())?;
     let eye = Tensor::eye(m, candle_core::DType::F32, e.device())?;
     match loss {
-        Loss::InfoNce { temperature } => {
+        Loss::InfoNce { temperature } | Loss::SupCon { temperature } => {
             let logits = (e.matmul(&e.t()?)? / f64::from(temperature))?;
             // Each row's own view is not a candidate.
             let logits = (logits - (&eye * 1e4)?)?;

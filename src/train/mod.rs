@@ -14,12 +14,13 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use rayon::prelude::*;
 
 pub use loss::Loss;
 pub use net::Net;
 pub use photo::{photo_parity, suite_score, train_photos, PhotoConfig, PhotoEpoch, PhotoTrained};
 
-use crate::dataset::{make_pairs, Dataset, Pair};
+use crate::dataset::{jitter, make_pairs, Dataset, Pair};
 use crate::error::{Error, Result};
 use crate::evaluate::{accuracy, best_threshold, fit_head};
 use crate::similarity::{Head, Metric};
@@ -127,8 +128,9 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
     if data.shape != spec.input {
         return Err(invalid(format!("data images are {:?}, the tower takes {:?}", data.shape, spec.input)));
     }
-    if matches!(config.loss, Loss::InfoNce { .. }) {
-        return Err(invalid("the infonce loss trains on photos (train_photos), not on labelled pairs".into()));
+    let views = matches!(config.loss, Loss::InfoNce { .. } | Loss::SupCon { .. });
+    if views && !spec.l2_normalized() {
+        return Err(invalid(format!("the {} loss needs a tower with an L2-normalised output", config.loss.name())));
     }
     let pairs = make_pairs(&data.labels, config.pairs, config.seed);
     let split = pairs.len() * 7 / 10;
@@ -166,6 +168,13 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
         let (mut loss_sum, mut steps) = (0.0, 0);
         for batch in order.chunks(config.batch.max(1)) {
             let batch: Vec<Pair> = batch.iter().map(|i| train_pairs[*i]).collect();
+            if views {
+                let loss = views_step(&net, config.loss, &batch, data, &meta, &mut rng)?;
+                opt.backward_step(&loss).map_err(candle_err)?;
+                loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle_err)?);
+                steps += 1;
+                continue;
+            }
             let mut images: Vec<usize> = batch.iter().flat_map(|p| [p.a, p.b]).collect();
             images.sort_unstable();
             images.dedup();
@@ -226,6 +235,40 @@ fn provenance(spec: &TowerSpec, dataset: &str, loss: Loss, epochs: usize, seed: 
         trainer_version: env!("CARGO_PKG_VERSION").into(),
         accuracy: Some(accuracy),
     }
+}
+
+/// A self-supervised step: the first image of each pair, seen twice through [`jitter`], each
+/// view's partner the positive and every other view a negative; labels are not used (they only
+/// choose the epoch and calibrate the threshold, on the validation pairs).
+fn views_step(
+    net: &Net,
+    loss: Loss,
+    batch: &[Pair],
+    data: &Dataset,
+    meta: &ModelMeta,
+    rng: &mut SplitMix64,
+) -> Result<Tensor> {
+    let s = data.shape;
+    let seeds: Vec<u64> = batch.iter().map(|_| rng.next_u64()).collect();
+    let views: Vec<[Vec<u8>; 2]> = batch
+        .par_iter()
+        .zip(&seeds)
+        .map(|(p, seed)| {
+            let mut r = SplitMix64::new(*seed);
+            [jitter(data.image(p.a), s, &mut r), jitter(data.image(p.a), s, &mut r)]
+        })
+        .collect();
+    let n = data.image_len();
+    let mut x = vec![0.0; 2 * batch.len() * n];
+    let (first, second) = x.split_at_mut(batch.len() * n);
+    for ((v, a), b) in views.iter().zip(first.chunks_mut(n)).zip(second.chunks_mut(n)) {
+        crate::preprocess::normalize(&v[0], meta, a);
+        crate::preprocess::normalize(&v[1], meta, b);
+    }
+    let x = Tensor::from_vec(x, (2 * batch.len(), s.channels, s.height, s.width), &Device::Cpu).map_err(candle_err)?;
+    let emb = net.forward_train(&x)?;
+    let labels: Vec<u32> = batch.iter().map(|p| data.labels[p.a]).collect();
+    loss::views_loss(loss, &emb, Some(&labels)).map_err(candle_err)
 }
 
 fn step_loss(

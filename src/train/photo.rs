@@ -177,7 +177,7 @@ pub fn train_photos(
             let m = 2 * windows.len();
             let x = Tensor::from_vec(x, (m, s.channels, s.height, s.width), &Device::Cpu).map_err(candle_err)?;
             let emb = net.forward_train(&x)?;
-            let loss = views_loss(config.loss, &emb).map_err(candle_err)?;
+            let loss = views_loss(config.loss, &emb, None).map_err(candle_err)?;
             opt.backward_step(&loss).map_err(candle_err)?;
             loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle_err)?);
         }

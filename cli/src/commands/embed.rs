@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::json;
 
-use super::{json_line, ModelArg};
+use super::{json_line, report_error, ModelArg};
 use crate::exit::Code;
 
 #[derive(clap::Args)]
@@ -31,11 +31,7 @@ pub fn run(args: Args) -> Result<Code> {
             }
             (Err(e), json) => {
                 failed += 1;
-                if json {
-                    json_line(&json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}));
-                } else {
-                    eprintln!("twinscan: {e}");
-                }
+                report_error(json, path, &e);
             }
         }
     }

@@ -1,8 +1,10 @@
+pub mod bench;
 #[cfg(feature = "train")]
 mod card;
 pub mod compare;
 pub mod embed;
 pub mod eval;
+pub mod gallery;
 pub mod info;
 pub mod scan;
 #[cfg(feature = "train")]
@@ -44,4 +46,42 @@ impl ModelArg {
 /// Writes one JSON Lines record to stdout.
 pub fn json_line(value: &serde_json::Value) {
     println!("{value}");
+}
+
+/// Reports a file that failed: an `error` record with `--json`, else a line on stderr.
+pub fn report_error(json: bool, path: &std::path::Path, e: &twinscan::Error) {
+    if json {
+        json_line(&serde_json::json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}));
+    } else {
+        eprintln!("twinscan: {e}");
+    }
+}
+
+/// A set of labels given as ranges and single labels: `0-4`, `0,2,7-9`.
+#[derive(Clone, Debug)]
+pub struct Classes(pub Vec<u32>);
+
+impl Classes {
+    pub fn parse(s: &str) -> Result<Classes, String> {
+        let bad = || format!("expected labels like 0-4 or 0,2,7-9, got {s:?}");
+        let mut labels = Vec::new();
+        for part in s.split(',') {
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            let (lo, hi): (u32, u32) = (lo.trim().parse().map_err(|_| bad())?, hi.trim().parse().map_err(|_| bad())?);
+            if lo > hi || hi - lo > 1_000_000 {
+                return Err(bad());
+            }
+            labels.extend(lo..=hi);
+        }
+        labels.sort_unstable();
+        labels.dedup();
+        Ok(Classes(labels))
+    }
+}
+
+impl std::fmt::Display for Classes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let labels: Vec<String> = self.0.iter().map(u32::to_string).collect();
+        f.write_str(&labels.join(","))
+    }
 }

@@ -11,12 +11,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use twinscan::contain::ContainmentRule;
 use twinscan::detect::{duplicate_groups, outliers, Group, Outlier, OutlierRule};
-use twinscan::index::{Entry, Index, IndexLock};
+use twinscan::index::{Entry, Index};
 use twinscan::scan::{collect_files, update, UpdateReport, WalkOptions};
 use twinscan::search::{Purpose, Search, SearchKind};
+use twinscan::store::FileLock;
 use twinscan::{Model, DEFAULT_BATCH};
 
-use super::{json_line, ModelArg};
+use super::{json_line, report_error, ModelArg};
 use crate::exit::Code;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -177,7 +178,7 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let _lock = IndexLock::acquire(&path)?;
+    let _lock = FileLock::acquire(&path)?;
     let invariance = model.invariance().as_str();
     let fresh = args.rebuild || !path.exists();
     let mut index = if fresh {
@@ -412,11 +413,7 @@ pub fn run_query(args: QueryArgs) -> Result<Code> {
             Ok(e) => e,
             Err(e) => {
                 failed = true;
-                if args.json {
-                    json_line(&json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}));
-                } else {
-                    eprintln!("twinscan: {e}");
-                }
+                report_error(args.json, path, &e);
                 continue;
             }
         };

@@ -1,0 +1,209 @@
+//! The file layout shared by the scan index and the gallery: an 8-byte magic, a little-endian
+//! `u32` format version, the SHA-256 of the payload, then the payload (the value encoded with
+//! postcard). Saved to a temporary file in the same folder, flushed and renamed over the old one,
+//! so a crash leaves the old file or the new one, never half of each. [`FileLock`] keeps two
+//! writers of one file apart.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+const HEADER: usize = 8 + 4 + 32;
+
+/// One kind of file: its magic, the version this build reads and writes, and how its errors
+/// are reported.
+pub(crate) struct Format {
+    pub magic: &'static [u8; 8],
+    pub version: u32,
+    /// What the file is called in messages ("index", "gallery").
+    pub name: &'static str,
+    pub error: fn(&Path, String) -> Error,
+}
+
+impl Format {
+    fn invalid(&self, path: &Path, reason: impl Into<String>) -> Error {
+        (self.error)(path, reason.into())
+    }
+
+    /// Reads a file and checks its magic, version and checksum; nothing of a file that fails a
+    /// check is used.
+    pub fn load<T: DeserializeOwned>(&self, path: &Path) -> Result<T> {
+        self.read(File::open(path).map_err(|e| Error::io(path, e))?, path)
+    }
+
+    /// [`Format::load`] on bytes in memory; `path` names them in errors.
+    pub fn read_bytes<T: DeserializeOwned>(&self, bytes: &[u8], path: &Path) -> Result<T> {
+        self.read(std::io::Cursor::new(bytes), path)
+    }
+
+    /// Checks the header, then hashes the whole payload, then parses it from the start: a
+    /// large file is read twice rather than held in memory twice (as bytes and as values).
+    fn read<T: DeserializeOwned, R: Read + Seek>(&self, mut r: R, path: &Path) -> Result<T> {
+        let io = |e| Error::io(path, e);
+        let mut header = Vec::with_capacity(HEADER);
+        r.by_ref().take(HEADER as u64).read_to_end(&mut header).map_err(io)?;
+        if header.len() < HEADER || &header[..8] != self.magic {
+            return Err(self.invalid(path, format!("not a twinscan {} (bad magic)", self.name)));
+        }
+        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        if version != self.version {
+            let name = self.name;
+            return Err(self.invalid(path, format!("{name} format {version}, this build reads {}", self.version)));
+        }
+        let mut hashed = Hashed { inner: std::io::sink(), hash: Sha256::new() };
+        std::io::copy(&mut r, &mut hashed).map_err(io)?;
+        if hashed.hash.finalize().as_slice() != &header[12..HEADER] {
+            return Err(self.invalid(path, "checksum mismatch (damaged or truncated)"));
+        }
+        r.seek(SeekFrom::Start(HEADER as u64)).map_err(io)?;
+        // Room for the longest string in a file (a path or a label).
+        let mut scratch = vec![0u8; 1 << 16];
+        postcard::from_io((std::io::BufReader::new(r), &mut scratch))
+            .map(|(value, _)| value)
+            .map_err(|e| self.invalid(path, format!("undecodable: {e}")))
+    }
+
+    /// The bytes [`Format::save`] writes.
+    pub fn to_bytes<T: Serialize>(&self, value: &T) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write(value, &mut std::io::Cursor::new(&mut out))
+            .map_err(|e| self.invalid(Path::new(&format!("<{}>", self.name)), e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Writes the header with a blank checksum, streams the payload through the hash, then
+    /// fills the checksum in: a large file is never held twice.
+    fn write<T: Serialize, W: Write + Seek>(&self, value: &T, out: &mut W) -> std::io::Result<()> {
+        out.write_all(self.magic)?;
+        out.write_all(&self.version.to_le_bytes())?;
+        out.write_all(&[0; 32])?;
+        let digest = {
+            let mut hashed = Hashed { inner: std::io::BufWriter::new(&mut *out), hash: Sha256::new() };
+            postcard::to_io(value, &mut hashed).map_err(std::io::Error::other)?;
+            hashed.inner.flush()?;
+            hashed.hash.clone().finalize()
+        };
+        out.seek(SeekFrom::Start(12))?;
+        out.write_all(&digest)?;
+        out.seek(SeekFrom::End(0))?;
+        Ok(())
+    }
+
+    /// Writes atomically: a temporary file beside `path`, flushed to disk, then renamed over it.
+    pub fn save<T: Serialize>(&self, value: &T, path: &Path) -> Result<()> {
+        let tmp = temp_path(path);
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            self.write(value, &mut f)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(path, e)
+        })
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct Hashed<W: Write> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    with_suffix(path, &format!(".tmp{}", std::process::id()))
+}
+
+/// An exclusive lock on an index or gallery file, held until dropped: an OS advisory lock on
+/// the file `<path>.lock` beside it, so that two processes never read-modify-write it at once.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Takes the lock of the file at `path`, or fails at once when another process holds it.
+    pub fn acquire(path: &Path) -> Result<FileLock> {
+        let lock_path = with_suffix(path, ".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        file.try_lock().map_err(|_| Error::Locked { path: path.into() })?;
+        Ok(FileLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEST: Format = Format {
+        magic: b"TWSCNTST",
+        version: 3,
+        name: "test file",
+        error: |path, reason| Error::Dataset { path: path.into(), reason },
+    };
+
+    #[test]
+    fn round_trips_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.bin");
+        let value = (String::from("label"), vec![0.5f32, -1.0], 7u64);
+        TEST.save(&value, &path).unwrap();
+        assert_eq!(TEST.load::<(String, Vec<f32>, u64)>(&path).unwrap(), value);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes, TEST.to_bytes(&value).unwrap());
+        for cut in [0, 10, HEADER, bytes.len() - 1] {
+            assert!(TEST.read_bytes::<(String, Vec<f32>, u64)>(&bytes[..cut], &path).is_err(), "truncated at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let err = TEST.read_bytes::<(String, Vec<f32>, u64)>(&flipped, &path).unwrap_err().to_string();
+        assert!(err.contains("checksum"), "{err}");
+        let mut other = bytes.clone();
+        other[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let err = TEST.read_bytes::<(String, Vec<f32>, u64)>(&other, &path).unwrap_err().to_string();
+        assert!(err.contains("test file format 2, this build reads 3"), "{err}");
+        let err = TEST.read_bytes::<(String, Vec<f32>, u64)>(b"TWSCNIDX", &path).unwrap_err().to_string();
+        assert!(err.contains("bad magic"), "{err}");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.twinscan");
+        let held = FileLock::acquire(&path).unwrap();
+        assert!(matches!(FileLock::acquire(&path), Err(Error::Locked { .. })));
+        drop(held);
+        FileLock::acquire(&path).unwrap();
+    }
+}

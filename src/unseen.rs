@@ -1,0 +1,314 @@
+//! The unseen-class protocol: how well a tower matches and flags images of classes it never saw
+//! in training (trained on some labels, measured on the others), as face recognition is measured
+//! on people who were not in its training set.
+//!
+//! Three measurements on the unseen classes' images:
+//! - **verification**: balanced test pairs ([`make_pairs`]); ROC AUC, equal error rate and
+//!   true-accept rate at 1% and 0.1% false-accept rate;
+//! - **identification**: a [`Gallery`] of `n` training images per class (drawn with the seed),
+//!   every test image a probe; top-1 accuracy over all classes, then open set: each class in turn
+//!   left out of the gallery, the rate at which its probes are rejected ("unknown") and at which
+//!   the enrolled classes' probes are accepted with the right label, at the gallery's threshold;
+//! - **anomaly detection**: for each class, its test images are normal and the other unseen
+//!   classes' test images anomalies; the score is the mean distance to the `k` nearest training
+//!   images of the class; AUROC for the model's embeddings and for raw pixels (Euclidean).
+
+use rayon::prelude::*;
+
+use crate::dataset::{make_pairs, Dataset};
+use crate::error::{Error, Result};
+use crate::evaluate::{embed_dataset, equal_error_rate, roc_auc, tar_at_far};
+use crate::gallery::Gallery;
+use crate::model::Model;
+use crate::similarity::squared_euclidean;
+use crate::tower::SplitMix64;
+
+/// What to measure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Protocol {
+    /// The labels the tower did not see in training.
+    pub classes: Vec<u32>,
+    /// Balanced verification pairs drawn from the unseen test images.
+    pub pairs: usize,
+    /// Gallery sizes: training images enrolled per class.
+    pub enrolled: Vec<usize>,
+    /// Random galleries drawn per size (results are their mean).
+    pub trials: usize,
+    /// Neighbours whose mean distance is the anomaly score.
+    pub k: usize,
+    /// Seed of pair and gallery draws.
+    pub seed: u64,
+}
+
+impl Default for Protocol {
+    /// Classes 5-9, 50,000 pairs, galleries of 1 and 5 images per class, 5 trials, k = 5, seed 1.
+    fn default() -> Protocol {
+        Protocol { classes: (5..10).collect(), pairs: 50_000, enrolled: vec![1, 5], trials: 5, k: 5, seed: 1 }
+    }
+}
+
+/// Verification on balanced pairs of unseen-class test images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VerificationReport {
+    /// Pairs measured (half similar).
+    pub pairs: usize,
+    /// ROC AUC of `-distance`.
+    pub auc: f64,
+    /// Equal error rate.
+    pub eer: f64,
+    /// True-accept rate at 1% false-accept rate.
+    pub tar_at_far_1: f64,
+    /// True-accept rate at 0.1% false-accept rate.
+    pub tar_at_far_01: f64,
+    /// Accuracy at the model's threshold (calibrated on the seen classes).
+    pub accuracy: f64,
+}
+
+/// Identification with galleries of one size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IdentificationReport {
+    /// Training images enrolled per class.
+    pub enrolled: usize,
+    /// Closed set, every unseen class enrolled: probes whose nearest label is theirs.
+    pub top1: f64,
+    /// Open set: probes of the left-out class answered "unknown".
+    pub unknown_rejected: f64,
+    /// Open set: probes of enrolled classes accepted with their own label.
+    pub known_accepted: f64,
+}
+
+/// Anomaly detection for one unseen class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnomalyReport {
+    /// The normal class.
+    pub class: u32,
+    /// AUROC of the kNN score on the model's embeddings.
+    pub model_auroc: f64,
+    /// AUROC of the same score on raw pixels.
+    pub pixel_auroc: f64,
+}
+
+/// Everything [`run`] measures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Verification.
+    pub verification: VerificationReport,
+    /// Identification, one entry per gallery size.
+    pub identification: Vec<IdentificationReport>,
+    /// Anomaly detection, one entry per class.
+    pub anomaly: Vec<AnomalyReport>,
+}
+
+impl Report {
+    /// Mean anomaly AUROC over the classes: (model, raw pixels).
+    pub fn mean_auroc(&self) -> (f64, f64) {
+        let n = self.anomaly.len().max(1) as f64;
+        let sum = |f: fn(&AnomalyReport) -> f64| self.anomaly.iter().map(f).sum::<f64>() / n;
+        (sum(|a| a.model_auroc), sum(|a| a.pixel_auroc))
+    }
+}
+
+/// The images of `data` whose label is one of `classes`, as indices, with their label.
+fn pick(data: &Dataset, classes: &[u32]) -> (Vec<usize>, Vec<u32>) {
+    (0..data.len()).filter(|i| classes.contains(&data.labels[*i])).map(|i| (i, data.labels[i])).unzip()
+}
+
+/// Rows of one flat matrix.
+struct Rows<'a> {
+    flat: &'a [f32],
+    len: usize,
+}
+
+impl Rows<'_> {
+    fn get(&self, i: usize) -> &[f32] {
+        &self.flat[i * self.len..(i + 1) * self.len]
+    }
+}
+
+/// Runs the protocol: `train` supplies gallery and reference images, `test` the probes, pairs
+/// and anomaly test images; only images of `protocol.classes` are used.
+pub fn run(model: &Model, train: &Dataset, test: &Dataset, protocol: &Protocol) -> Result<Report> {
+    let (train_idx, train_labels) = pick(train, &protocol.classes);
+    let (test_idx, test_labels) = pick(test, &protocol.classes);
+    let present = |labels: &[u32]| protocol.classes.iter().filter(|c| labels.contains(c)).count();
+    if protocol.classes.len() < 2
+        || present(&train_labels) < protocol.classes.len()
+        || present(&test_labels) < protocol.classes.len()
+    {
+        return Err(Error::Dataset {
+            path: test.source.clone().into(),
+            reason: format!(
+                "the protocol needs training and test images of each of at least two classes {:?}",
+                protocol.classes
+            ),
+        });
+    }
+    let len = model.embedding_len();
+    let train_flat = embed_dataset(model, train, &train_idx)?;
+    let test_flat = embed_dataset(model, test, &test_idx)?;
+    let (train_rows, test_rows) = (Rows { flat: &train_flat, len }, Rows { flat: &test_flat, len });
+
+    let verification = verify(model, &test_rows, &test_labels, protocol)?;
+    let identification = protocol
+        .enrolled
+        .iter()
+        .map(|&n| identify(model, (&train_rows, &train_labels), (&test_rows, &test_labels), n, protocol))
+        .collect::<Result<_>>()?;
+
+    let pixels = |data: &Dataset, idx: &[usize]| -> Vec<f32> {
+        idx.iter().flat_map(|i| data.image(*i).iter().map(|p| f32::from(*p) / 255.0)).collect()
+    };
+    let (train_px, test_px) = (pixels(train, &train_idx), pixels(test, &test_idx));
+    let px_len = train.image_len();
+    let (train_px, test_px) = (Rows { flat: &train_px, len: px_len }, Rows { flat: &test_px, len: px_len });
+    let euclid = |a: &[f32], b: &[f32]| Ok(squared_euclidean(a, b).sqrt());
+    let anomaly = protocol
+        .classes
+        .iter()
+        .map(|&class| {
+            let reference: Vec<usize> = (0..train_labels.len()).filter(|i| train_labels[*i] == class).collect();
+            let normal: Vec<bool> = test_labels.iter().map(|l| *l == class).collect();
+            let model_scores =
+                knn_scores(&train_rows, &reference, &test_rows, protocol.k, |a, b| model.distance(a, b))?;
+            let pixel_scores = knn_scores(&train_px, &reference, &test_px, protocol.k, euclid)?;
+            Ok(AnomalyReport {
+                class,
+                model_auroc: roc_auc(&model_scores, &normal),
+                pixel_auroc: roc_auc(&pixel_scores, &normal),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Report { verification, identification, anomaly })
+}
+
+fn verify(model: &Model, rows: &Rows, labels: &[u32], protocol: &Protocol) -> Result<VerificationReport> {
+    let pairs = make_pairs(labels, protocol.pairs, protocol.seed);
+    let distances: Vec<f32> =
+        pairs.iter().map(|p| model.distance(rows.get(p.a), rows.get(p.b))).collect::<Result<_>>()?;
+    let similar: Vec<bool> = pairs.iter().map(|p| p.similar).collect();
+    Ok(VerificationReport {
+        pairs: pairs.len(),
+        auc: roc_auc(&distances, &similar),
+        eer: equal_error_rate(&distances, &similar),
+        tar_at_far_1: tar_at_far(&distances, &similar, 0.01),
+        tar_at_far_01: tar_at_far(&distances, &similar, 0.001),
+        accuracy: crate::evaluate::accuracy(&distances, &similar, model.meta().threshold),
+    })
+}
+
+fn identify(
+    model: &Model,
+    (train, train_labels): (&Rows, &[u32]),
+    (test, test_labels): (&Rows, &[u32]),
+    n: usize,
+    protocol: &Protocol,
+) -> Result<IdentificationReport> {
+    let classes = &protocol.classes;
+    let (mut top1, mut rejected, mut accepted) = (0.0, 0.0, 0.0);
+    for trial in 0..protocol.trials {
+        let mut rng = SplitMix64::new(protocol.seed ^ ((n as u64) << 32) ^ trial as u64);
+        // n distinct training images per class, a partial Fisher-Yates shuffle of its images.
+        let chosen: Vec<Vec<usize>> = classes
+            .iter()
+            .map(|c| {
+                let mut own: Vec<usize> = (0..train_labels.len()).filter(|i| train_labels[*i] == *c).collect();
+                for j in 0..n.min(own.len()) {
+                    let k = j + rng.below(own.len() - j);
+                    own.swap(j, k);
+                }
+                own.truncate(n);
+                own
+            })
+            .collect();
+        let gallery = |left_out: Option<u32>| -> Result<Gallery> {
+            let mut g = Gallery::new(model);
+            for (c, images) in classes.iter().zip(&chosen).filter(|(c, _)| Some(**c) != left_out) {
+                g.enroll(model, &c.to_string(), images.iter().map(|i| train.get(*i).to_vec()).collect())?;
+            }
+            Ok(g)
+        };
+        // Each probe's answer from one gallery: (nearest label, accepted label).
+        let answers = |g: &Gallery| -> Result<Vec<(Option<String>, Option<String>)>> {
+            (0..test_labels.len())
+                .into_par_iter()
+                .map(|i| {
+                    let found = g.identify(model, test.get(i), 1)?;
+                    Ok((found.candidates.first().map(|c| c.label.clone()), found.label().map(String::from)))
+                })
+                .collect()
+        };
+        let truth: Vec<String> = test_labels.iter().map(u32::to_string).collect();
+        let closed = answers(&gallery(None)?)?;
+        top1 += closed.iter().zip(&truth).filter(|((nearest, _), t)| nearest.as_ref() == Some(*t)).count() as f64
+            / truth.len() as f64;
+        for &left_out in classes {
+            let open = answers(&gallery(Some(left_out))?)?;
+            let (mut unknown, mut rejected_n, mut known, mut accepted_n) = (0, 0, 0, 0);
+            for ((_, label), (t, l)) in open.iter().zip(truth.iter().zip(test_labels)) {
+                if *l == left_out {
+                    unknown += 1;
+                    rejected_n += usize::from(label.is_none());
+                } else {
+                    known += 1;
+                    accepted_n += usize::from(label.as_ref() == Some(t));
+                }
+            }
+            rejected += rejected_n as f64 / unknown.max(1) as f64;
+            accepted += accepted_n as f64 / known.max(1) as f64;
+        }
+    }
+    let trials = protocol.trials.max(1) as f64;
+    let runs = trials * classes.len() as f64;
+    Ok(IdentificationReport {
+        enrolled: n,
+        top1: top1 / trials,
+        unknown_rejected: rejected / runs,
+        known_accepted: accepted / runs,
+    })
+}
+
+/// For each row of `queries`, the mean of its `k` smallest distances to the rows `reference`
+/// of `refs`.
+fn knn_scores(
+    refs: &Rows,
+    reference: &[usize],
+    queries: &Rows,
+    k: usize,
+    distance: impl Fn(&[f32], &[f32]) -> Result<f32> + Sync,
+) -> Result<Vec<f32>> {
+    let k = k.clamp(1, reference.len().max(1));
+    let n = queries.flat.len() / queries.len.max(1);
+    (0..n)
+        .into_par_iter()
+        .map(|q| {
+            let query = queries.get(q);
+            // The k smallest so far, ascending; k is small, so insertion beats a heap.
+            let mut best: Vec<f32> = Vec::with_capacity(k + 1);
+            for &r in reference {
+                let d = distance(query, refs.get(r))?;
+                if best.len() < k || d < best[k - 1] {
+                    let at = best.partition_point(|b| *b <= d);
+                    best.insert(at, d);
+                    best.truncate(k);
+                }
+            }
+            Ok(best.iter().sum::<f32>() / best.len().max(1) as f32)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knn_scores_are_the_mean_of_the_k_nearest() {
+        let refs = [0.0f32, 1.0, 2.0, 10.0];
+        let queries = [0.0f32, 9.0];
+        let (r, q) = (Rows { flat: &refs, len: 1 }, Rows { flat: &queries, len: 1 });
+        let abs = |a: &[f32], b: &[f32]| Ok((a[0] - b[0]).abs());
+        assert_eq!(knn_scores(&r, &[0, 1, 2, 3], &q, 2, abs).unwrap(), [0.5, 4.0]);
+        // Only the reference rows count; k larger than the reference is all of it.
+        assert_eq!(knn_scores(&r, &[3], &q, 5, abs).unwrap(), [10.0, 1.0]);
+    }
+}
