@@ -6,7 +6,7 @@
 mod common;
 
 use twinscan::dataset::Dataset;
-use twinscan::tower::{InputShape, Layer, SplitMix64, TowerSpec};
+use twinscan::tower::{InputShape, SplitMix64, TowerSpec};
 use twinscan::train::{parity, train, Loss, TrainConfig, Trained};
 use twinscan::Model;
 
@@ -48,6 +48,7 @@ fn config(spec: TowerSpec, loss: Loss, seed: u64) -> TrainConfig {
         mean: vec![0.5],
         std: vec![0.25],
         dataset: "synthetic".into(),
+        jitter: 1.0,
     }
 }
 
@@ -84,8 +85,8 @@ fn seed_tower_exports_what_it_trained_and_learns() {
 #[test]
 fn batch_norm_tower_with_l2_output_and_triplet_loss_keeps_parity() {
     let data = synthetic(30, 2);
-    let mut spec = TowerSpec::compact(InputShape { channels: 1, height: SIDE, width: SIDE }, 8);
-    spec.layers.push(Layer::L2Normalize);
+    let spec = TowerSpec::compact(InputShape { channels: 1, height: SIDE, width: SIDE }, 8).normalized();
+    assert_eq!(spec.name, "compact-l2");
     let trained = run(&config(spec, Loss::Triplet { margin: 0.5 }, 3), &data);
     let model = assert_parity(&trained, &data);
     assert!(model.meta().l2_normalized);
@@ -100,4 +101,25 @@ fn same_seed_same_model_other_seed_other_model() {
     let c = run(&config(spec, Loss::Bce, 12), &data);
     assert_eq!(a.to_onnx().unwrap(), b.to_onnx().unwrap());
     assert_ne!(a.weights, c.weights);
+}
+
+#[test]
+fn views_losses_train_on_labelled_data_reproducibly_and_need_a_normalised_tower() {
+    let data = synthetic(30, 4);
+    let spec = TowerSpec::compact(InputShape { channels: 1, height: SIDE, width: SIDE }, 8);
+    for loss in [Loss::InfoNce { temperature: 0.1 }, Loss::SupCon { temperature: 0.1 }] {
+        let err = train(&config(spec.clone(), loss, 5), &data, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("L2-normalised"), "{err}");
+        let trained = run(&config(spec.clone().normalized(), loss, 5), &data);
+        let again = run(&config(spec.clone().normalized(), loss, 5), &data);
+        assert_eq!(trained.to_onnx().unwrap(), again.to_onnx().unwrap(), "{}: seeded views", loss.name());
+        let model = assert_parity(&trained, &data);
+        assert_eq!(model.meta().provenance.loss, loss.name());
+        let first = trained.history[0].loss;
+        assert!(
+            trained.history.iter().all(|e| e.loss.is_finite()) && trained.history[2].loss < first,
+            "{}",
+            loss.name()
+        );
+    }
 }

@@ -4,19 +4,22 @@
 
 use crate::tower::{InputShape, SplitMix64};
 
-/// A random view of `image` (`u8`, channel-major, `shape`): turned by up to 15 degrees, scaled
-/// by 0.85-1.15 and shifted by up to an eighth of its size about its centre (bilinear; outside
-/// is 0, the background of digits and product photos on black); then, each with probability
-/// 1/3, strokes thickened or thinned (a 2x2 maximum or minimum) and a patch of up to a quarter
-/// of each side set to 0.
-pub fn jitter(image: &[u8], shape: InputShape, rng: &mut SplitMix64) -> Vec<u8> {
+/// A random view of `image` (`u8`, channel-major, `shape`). At `strength` 1: turned by up to 15
+/// degrees, scaled by 0.85-1.15 and shifted by up to an eighth of its size about its centre
+/// (bilinear; outside is 0, the background of digits and product photos on black); then, each
+/// with probability 1/3, strokes thickened or thinned (a 2x2 maximum or minimum) and a patch of
+/// up to a quarter of each side set to 0. Other strengths scale the ranges and probabilities
+/// (0: the image as it is).
+pub fn jitter(image: &[u8], shape: InputShape, strength: f32, rng: &mut SplitMix64) -> Vec<u8> {
     let (h, w) = (shape.height, shape.width);
+    let k = strength.clamp(0.0, 2.0);
     let mut uniform = |lo: f32, hi: f32| lo + (hi - lo) * rng.next_f32();
-    let angle = uniform(-15.0, 15.0).to_radians();
-    let scale = uniform(0.85, 1.15);
-    let (dx, dy) = (uniform(-0.125, 0.125) * w as f32, uniform(-0.125, 0.125) * h as f32);
-    let stroke = uniform(0.0, 1.0);
-    let erase = uniform(0.0, 1.0) < 1.0 / 3.0;
+    let angle = (k * uniform(-15.0, 15.0)).to_radians();
+    let scale = 1.0 + k * uniform(-0.15, 0.15);
+    let (dx, dy) = (k * uniform(-0.125, 0.125) * w as f32, k * uniform(-0.125, 0.125) * h as f32);
+    // Past 1/3 (thicken) and 1/3 + 1/9 (thin), a view keeps its strokes.
+    let stroke = uniform(0.0, 1.0) / k.max(1e-6);
+    let erase = uniform(0.0, 1.0) < k / 3.0;
     let (ew, eh) = ((uniform(0.1, 0.25) * w as f32) as usize, (uniform(0.1, 0.25) * h as f32) as usize);
     let (ex, ey) = ((uniform(0.0, 1.0) * (w - ew) as f32) as usize, (uniform(0.0, 1.0) * (h - eh) as f32) as usize);
     let (sin, cos) = angle.sin_cos();
@@ -55,9 +58,7 @@ pub fn jitter(image: &[u8], shape: InputShape, rng: &mut SplitMix64) -> Vec<u8> 
                 };
                 let v = if stroke < 1.0 / 3.0 {
                     near(u8::max)
-                } else if stroke < 2.0 / 3.0 {
-                    moved[y * w + x]
-                } else if stroke < 2.0 / 3.0 + 1.0 / 9.0 {
+                } else if stroke < 1.0 / 3.0 + 1.0 / 9.0 {
                     // Thinning less often than thickening: thin strokes vanish under it.
                     near(u8::min)
                 } else {
@@ -86,8 +87,9 @@ mod tests {
         let diff =
             |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| (f32::from(*x) - f32::from(*y)).abs()).sum::<f32>();
         let mut rng = SplitMix64::new(1);
-        let views: Vec<Vec<u8>> = (0..20).map(|_| jitter(&square, shape, &mut rng)).collect();
-        assert_eq!(views[0], jitter(&square, shape, &mut SplitMix64::new(1)), "seeded");
+        let views: Vec<Vec<u8>> = (0..20).map(|_| jitter(&square, shape, 1.0, &mut rng)).collect();
+        assert_eq!(views[0], jitter(&square, shape, 1.0, &mut SplitMix64::new(1)), "seeded");
+        assert_eq!(jitter(&square, shape, 0.0, &mut rng), square, "strength 0 is the image");
         assert!(views.iter().any(|v| v != &square));
         for v in &views {
             assert_eq!(v.len(), square.len());

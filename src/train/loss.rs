@@ -163,3 +163,31 @@ pub fn views_loss(loss: Loss, e: &Tensor, labels: Option<&[u32]>) -> Result<Tens
         other => Err(candle_core::Error::Msg(format!("the {} loss needs labelled pairs", other.name()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Unit rows at the given angles (radians); views of image i are rows i and i + n.
+    fn rows(angles: &[f32]) -> Tensor {
+        let v: Vec<f32> = angles.iter().flat_map(|a| [a.cos(), a.sin()]).collect();
+        Tensor::from_vec(v, (angles.len(), 2), &Device::Cpu).unwrap()
+    }
+
+    fn value(loss: Loss, e: &Tensor, labels: &[u32]) -> f32 {
+        views_loss(loss, e, Some(labels)).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn supcon_is_infonce_without_shared_labels_and_rewards_a_tight_class() {
+        let (nce, sup) = (Loss::InfoNce { temperature: 0.5 }, Loss::SupCon { temperature: 0.5 });
+        let e = rows(&[0.0, 1.0, 2.0, 0.1, 1.1, 2.1]);
+        assert!((value(nce, &e, &[0, 1, 2]) - value(sup, &e, &[0, 1, 2])).abs() < 1e-5);
+        // Images 0 and 1 share a label: it costs less when they lie together than apart.
+        let together = rows(&[0.0, 0.2, 3.0, 0.05, 0.25, 3.05]);
+        let apart = rows(&[0.0, 1.6, 3.0, 0.05, 1.65, 3.05]);
+        assert!(value(sup, &together, &[0, 0, 1]) < value(sup, &apart, &[0, 0, 1]));
+        assert!(views_loss(sup, &e, None).is_err());
+    }
+}

@@ -51,6 +51,9 @@ pub struct TrainConfig {
     pub std: Vec<f32>,
     /// Data set description for the model's provenance.
     pub dataset: String,
+    /// Strength of the random views of [`Loss::InfoNce`] and [`Loss::SupCon`]
+    /// ([`crate::dataset::jitter`]; 1 is its full range); other losses ignore it.
+    pub jitter: f32,
 }
 
 /// What one epoch measured.
@@ -169,7 +172,7 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
         for batch in order.chunks(config.batch.max(1)) {
             let batch: Vec<Pair> = batch.iter().map(|i| train_pairs[*i]).collect();
             if views {
-                let loss = views_step(&net, config.loss, &batch, data, &meta, &mut rng)?;
+                let loss = views_step(&net, config, &batch, data, &meta, &mut rng)?;
                 opt.backward_step(&loss).map_err(candle_err)?;
                 loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle_err)?);
                 steps += 1;
@@ -237,25 +240,26 @@ fn provenance(spec: &TowerSpec, dataset: &str, loss: Loss, epochs: usize, seed: 
     }
 }
 
-/// A self-supervised step: the first image of each pair, seen twice through [`jitter`], each
-/// view's partner the positive and every other view a negative; labels are not used (they only
-/// choose the epoch and calibrate the threshold, on the validation pairs).
+/// A step on views: the first image of each pair, seen twice through [`jitter`], each view's
+/// partner the positive and every other view a negative; [`Loss::SupCon`] also takes the
+/// views of images with the same label as positives. (InfoNCE uses labels only where every
+/// loss does: to choose the epoch and calibrate the threshold on the validation pairs.)
 fn views_step(
     net: &Net,
-    loss: Loss,
+    config: &TrainConfig,
     batch: &[Pair],
     data: &Dataset,
     meta: &ModelMeta,
     rng: &mut SplitMix64,
 ) -> Result<Tensor> {
-    let s = data.shape;
+    let (s, k) = (data.shape, config.jitter);
     let seeds: Vec<u64> = batch.iter().map(|_| rng.next_u64()).collect();
     let views: Vec<[Vec<u8>; 2]> = batch
         .par_iter()
         .zip(&seeds)
         .map(|(p, seed)| {
             let mut r = SplitMix64::new(*seed);
-            [jitter(data.image(p.a), s, &mut r), jitter(data.image(p.a), s, &mut r)]
+            [jitter(data.image(p.a), s, k, &mut r), jitter(data.image(p.a), s, k, &mut r)]
         })
         .collect();
     let n = data.image_len();
@@ -268,7 +272,7 @@ fn views_step(
     let x = Tensor::from_vec(x, (2 * batch.len(), s.channels, s.height, s.width), &Device::Cpu).map_err(candle_err)?;
     let emb = net.forward_train(&x)?;
     let labels: Vec<u32> = batch.iter().map(|p| data.labels[p.a]).collect();
-    loss::views_loss(loss, &emb, Some(&labels)).map_err(candle_err)
+    loss::views_loss(config.loss, &emb, Some(&labels)).map_err(candle_err)
 }
 
 fn step_loss(

@@ -81,6 +81,11 @@ pub struct Args {
     /// (`twinscan bench match`) trains on 0-4 and evaluates on the rest [default: all].
     #[arg(long, value_parser = Classes::parse)]
     classes: Option<Classes>,
+    /// Strength of the infonce and supcon losses' random views: 1 turns by up to 15 degrees,
+    /// scales by up to 15%, shifts by up to an eighth, thickens or thins strokes and blanks a
+    /// patch a third of the time each; 0.5 halves every range and chance.
+    #[arg(long, default_value_t = 1.0)]
+    jitter: f32,
     /// Softmax temperature of the infonce and supcon losses.
     #[arg(long, default_value_t = 0.1)]
     temperature: f32,
@@ -180,6 +185,7 @@ pub fn run(args: Args) -> Result<Code> {
         mean: vec![0.0; shape.channels],
         std: vec![1.0; shape.channels],
         dataset,
+        jitter: args.jitter,
     };
     let mut csv = String::from("epoch,loss,train_accuracy,val_accuracy,threshold,train_seconds\n");
     let trained = train(&config, &train_data, &mut |m| {
