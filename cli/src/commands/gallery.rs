@@ -55,8 +55,9 @@ struct EnrollArgs {
     images: Vec<PathBuf>,
 }
 
+/// What verify and identify both take: the gallery, its model, and a threshold for this call.
 #[derive(clap::Args)]
-struct VerifyArgs {
+struct QueryArgs {
     #[command(flatten)]
     gallery: GalleryArg,
     #[command(flatten)]
@@ -64,6 +65,12 @@ struct VerifyArgs {
     /// Accept at this distance instead of the gallery's threshold (lower is stricter).
     #[arg(long)]
     threshold: Option<f32>,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    query: QueryArgs,
     /// The claimed identity.
     label: String,
     /// Probe images.
@@ -74,12 +81,7 @@ struct VerifyArgs {
 #[derive(clap::Args)]
 struct IdentifyArgs {
     #[command(flatten)]
-    gallery: GalleryArg,
-    #[command(flatten)]
-    model: ModelArg,
-    /// Accept at this distance instead of the gallery's threshold (lower is stricter).
-    #[arg(long)]
-    threshold: Option<f32>,
+    query: QueryArgs,
     /// Nearest labels listed per probe.
     #[arg(long, default_value_t = 3)]
     top: usize,
@@ -119,12 +121,12 @@ fn load(path: &Path) -> Result<Gallery> {
 
 /// The gallery and the model it must be used with, checked against each other, with the
 /// threshold for this call applied.
-fn open(gallery: &GalleryArg, model: &ModelArg, threshold: Option<f32>) -> Result<(Gallery, Model)> {
-    let model = model.load()?;
-    let mut g = load(&gallery.gallery)?;
-    g.check_model(&model).with_context(|| format!("cannot use the gallery {}", gallery.gallery.display()))?;
-    if threshold.is_some() {
-        g.set_threshold(threshold)?;
+fn open(args: &QueryArgs) -> Result<(Gallery, Model)> {
+    let model = args.model.load()?;
+    let mut g = load(&args.gallery.gallery)?;
+    g.check_model(&model).with_context(|| format!("cannot use the gallery {}", args.gallery.gallery.display()))?;
+    if args.threshold.is_some() {
+        g.set_threshold(args.threshold)?;
     }
     Ok((g, model))
 }
@@ -186,8 +188,8 @@ fn verification_json(v: &Verification) -> serde_json::Value {
 }
 
 fn verify(args: VerifyArgs) -> Result<Code> {
-    let json = args.gallery.json;
-    let (g, model) = open(&args.gallery, &args.model, args.threshold)?;
+    let json = args.query.gallery.json;
+    let (g, model) = open(&args.query)?;
     let (probes, failed) = embed_probes(&model, &args.probes, json);
     let threshold = g.threshold(&model);
     let mut accepted = false;
@@ -216,8 +218,8 @@ fn verify(args: VerifyArgs) -> Result<Code> {
 }
 
 fn identify(args: IdentifyArgs) -> Result<Code> {
-    let json = args.gallery.json;
-    let (g, model) = open(&args.gallery, &args.model, args.threshold)?;
+    let json = args.query.gallery.json;
+    let (g, model) = open(&args.query)?;
     let (probes, failed) = embed_probes(&model, &args.probes, json);
     let mut identified = false;
     for (path, probe) in &probes {
