@@ -64,15 +64,15 @@ pub fn roc_auc(distances: &[f32], similar: &[bool]) -> f64 {
 }
 
 /// Accept rates as the threshold sweeps up through the distances: after each group of tied
-/// distances, the fraction of similar pairs accepted (TAR) and of dissimilar ones (FAR), both
-/// starting from (0, 0) with nothing accepted.
-fn accept_rates(distances: &[f32], similar: &[bool]) -> Vec<(f64, f64)> {
+/// distances, that distance (the threshold), the fraction of similar pairs accepted (TAR) and of
+/// dissimilar ones (FAR); first (-inf, 0, 0), nothing accepted.
+fn accept_rates(distances: &[f32], similar: &[bool]) -> Vec<(f32, f64, f64)> {
     let mut order: Vec<usize> = (0..distances.len()).collect();
     order.sort_by(|a, b| distances[*a].total_cmp(&distances[*b]));
     let pos = similar.iter().filter(|s| **s).count().max(1) as f64;
     let neg = similar.iter().filter(|s| !**s).count().max(1) as f64;
     let (mut tp, mut fp) = (0usize, 0usize);
-    let mut rates = vec![(0.0, 0.0)];
+    let mut rates = vec![(f32::NEG_INFINITY, 0.0, 0.0)];
     for (k, &i) in order.iter().enumerate() {
         if similar[i] {
             tp += 1;
@@ -80,7 +80,7 @@ fn accept_rates(distances: &[f32], similar: &[bool]) -> Vec<(f64, f64)> {
             fp += 1;
         }
         if order.get(k + 1).map(|j| distances[*j]) != Some(distances[i]) {
-            rates.push((tp as f64 / pos, fp as f64 / neg));
+            rates.push((distances[i], tp as f64 / pos, fp as f64 / neg));
         }
     }
     rates
@@ -97,14 +97,19 @@ fn accept_rates(distances: &[f32], similar: &[bool]) -> Vec<(f64, f64)> {
 pub fn equal_error_rate(distances: &[f32], similar: &[bool]) -> f64 {
     accept_rates(distances, similar)
         .into_iter()
-        .map(|(tar, far)| (far - (1.0 - tar), (far + 1.0 - tar) / 2.0))
+        .map(|(_, tar, far)| (far - (1.0 - tar), (far + 1.0 - tar) / 2.0))
         .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()))
         .map_or(f64::NAN, |(_, eer)| eer)
 }
 
-/// True-accept rate at the largest threshold whose false-accept rate is at most `far`.
-pub fn tar_at_far(distances: &[f32], similar: &[bool], far: f64) -> f64 {
-    accept_rates(distances, similar).into_iter().filter(|(_, f)| *f <= far).map(|(t, _)| t).fold(0.0, f64::max)
+/// The largest distance threshold whose false-accept rate is at most `far` (pairs at or below
+/// it accepted; 0 when even that accepts too many), and the true-accept rate there.
+pub fn at_far(distances: &[f32], similar: &[bool], far: f64) -> (f32, f64) {
+    accept_rates(distances, similar)
+        .into_iter()
+        .rev()
+        .find(|(_, _, f)| *f <= far)
+        .map_or((0.0, 0.0), |(t, tar, _)| (t.max(0.0), tar))
 }
 
 /// Fits `p = sigmoid(a - b * d)` to the pairs by Newton's method on the log-likelihood (1-D
@@ -201,13 +206,13 @@ mod tests {
         // Separable: no error at all.
         let (d, s) = ([0.1, 0.2, 0.9, 1.0], [true, true, false, false]);
         assert_eq!(equal_error_rate(&d, &s), 0.0);
-        assert_eq!(tar_at_far(&d, &s, 0.0), 1.0);
+        assert_eq!(at_far(&d, &s, 0.0), (0.2, 1.0));
         // 10 similar at 1..=10, 10 dissimilar at 6..=15 (ties at 6..=10 move both rates).
         let d: Vec<f32> = (1..=10).chain(6..=15).map(|x| x as f32).collect();
         let s: Vec<bool> = (0..20).map(|i| i < 10).collect();
-        assert_eq!(tar_at_far(&d, &s, 0.0), 0.5);
-        assert_eq!(tar_at_far(&d, &s, 0.1), 0.6);
-        assert_eq!(tar_at_far(&d, &s, 1.0), 1.0);
+        assert_eq!(at_far(&d, &s, 0.0), (5.0, 0.5));
+        assert_eq!(at_far(&d, &s, 0.1), (6.0, 0.6));
+        assert_eq!(at_far(&d, &s, 1.0).1, 1.0);
         // At 7: TAR 0.7 (FRR 0.3), FAR 0.2; at 8: FRR 0.2, FAR 0.3; both ~0.25 apart, mean 0.25.
         assert!((equal_error_rate(&d, &s) - 0.25).abs() < 1e-9);
     }

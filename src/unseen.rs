@@ -8,7 +8,9 @@
 //! - **identification**: a [`Gallery`] of `n` training images per class (drawn with the seed),
 //!   every test image a probe; top-1 accuracy over all classes, then open set: each class in turn
 //!   left out of the gallery, the rate at which its probes are rejected ("unknown") and at which
-//!   the enrolled classes' probes are accepted with the right label, at the gallery's threshold;
+//!   the enrolled classes' probes are accepted with the right label, at two thresholds: the
+//!   model's, and a strict one set where the *seen* classes' test pairs have a false-accept rate
+//!   of `far` (what an operator can calibrate without the unseen identities);
 //! - **anomaly detection**: for each class, its test images are normal and the other unseen
 //!   classes' test images anomalies; the score is the mean distance to the `k` nearest training
 //!   images of the class; AUROC for the model's embeddings and for raw pixels (Euclidean).
@@ -17,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::dataset::{make_pairs, Dataset};
 use crate::error::{Error, Result};
-use crate::evaluate::{embed_dataset, equal_error_rate, roc_auc, tar_at_far};
+use crate::evaluate::{at_far, embed_dataset, equal_error_rate, roc_auc};
 use crate::gallery::Gallery;
 use crate::model::Model;
 use crate::similarity::squared_euclidean;
@@ -38,12 +40,24 @@ pub struct Protocol {
     pub k: usize,
     /// Seed of pair and gallery draws.
     pub seed: u64,
+    /// False-accept rate on pairs of the seen classes' test images (labels not in `classes`)
+    /// that sets the strict threshold.
+    pub far: f64,
 }
 
 impl Default for Protocol {
-    /// Classes 5-9, 50,000 pairs, galleries of 1 and 5 images per class, 5 trials, k = 5, seed 1.
+    /// Classes 5-9, 50,000 pairs, galleries of 1 and 5 images per class, 5 trials, k = 5, seed 1,
+    /// strict threshold at 1% false accepts.
     fn default() -> Protocol {
-        Protocol { classes: (5..10).collect(), pairs: 50_000, enrolled: vec![1, 5], trials: 5, k: 5, seed: 1 }
+        Protocol {
+            classes: (5..10).collect(),
+            pairs: 50_000,
+            enrolled: vec![1, 5],
+            trials: 5,
+            k: 5,
+            seed: 1,
+            far: 0.01,
+        }
     }
 }
 
@@ -62,6 +76,31 @@ pub struct VerificationReport {
     pub tar_at_far_01: f64,
     /// Accuracy at the model's threshold (calibrated on the seen classes).
     pub accuracy: f64,
+    /// At the strict threshold (when there are seen classes): the rates on these unseen pairs,
+    /// to compare with the false-accept rate it was set for.
+    pub strict: Option<Rates>,
+}
+
+/// Accept rates at one threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    /// The distance threshold.
+    pub threshold: f32,
+    /// True-accept rate.
+    pub tar: f64,
+    /// False-accept rate.
+    pub far: f64,
+}
+
+/// Open-set identification at one threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenSet {
+    /// The distance threshold.
+    pub threshold: f32,
+    /// Probes of the left-out class answered "unknown".
+    pub unknown_rejected: f64,
+    /// Probes of enrolled classes accepted with their own label.
+    pub known_accepted: f64,
 }
 
 /// Identification with galleries of one size.
@@ -71,10 +110,10 @@ pub struct IdentificationReport {
     pub enrolled: usize,
     /// Closed set, every unseen class enrolled: probes whose nearest label is theirs.
     pub top1: f64,
-    /// Open set: probes of the left-out class answered "unknown".
-    pub unknown_rejected: f64,
-    /// Open set: probes of enrolled classes accepted with their own label.
-    pub known_accepted: f64,
+    /// Open set at the model's threshold.
+    pub open: OpenSet,
+    /// Open set at the strict threshold, when there are seen classes to set it on.
+    pub strict: Option<OpenSet>,
 }
 
 /// Anomaly detection for one unseen class.
@@ -148,11 +187,12 @@ pub fn run(model: &Model, train: &Dataset, test: &Dataset, protocol: &Protocol) 
     let test_flat = embed_dataset(model, test, &test_idx)?;
     let (train_rows, test_rows) = (Rows { flat: &train_flat, len }, Rows { flat: &test_flat, len });
 
-    let verification = verify(model, &test_rows, &test_labels, protocol)?;
+    let strict = strict_threshold(model, test, protocol)?;
+    let verification = verify(model, &test_rows, &test_labels, protocol, strict)?;
     let identification = protocol
         .enrolled
         .iter()
-        .map(|&n| identify(model, (&train_rows, &train_labels), (&test_rows, &test_labels), n, protocol))
+        .map(|&n| identify(model, (&train_rows, &train_labels), (&test_rows, &test_labels), n, protocol, strict))
         .collect::<Result<_>>()?;
 
     let pixels = |data: &Dataset, idx: &[usize]| -> Vec<f32> {
@@ -181,18 +221,50 @@ pub fn run(model: &Model, train: &Dataset, test: &Dataset, protocol: &Protocol) 
     Ok(Report { verification, identification, anomaly })
 }
 
-fn verify(model: &Model, rows: &Rows, labels: &[u32], protocol: &Protocol) -> Result<VerificationReport> {
-    let pairs = make_pairs(labels, protocol.pairs, protocol.seed);
-    let distances: Vec<f32> =
-        pairs.iter().map(|p| model.distance(rows.get(p.a), rows.get(p.b))).collect::<Result<_>>()?;
-    let similar: Vec<bool> = pairs.iter().map(|p| p.similar).collect();
+/// Balanced pairs of `rows` and their distances.
+fn pair_distances(model: &Model, rows: &Rows, labels: &[u32], n: usize, seed: u64) -> Result<(Vec<f32>, Vec<bool>)> {
+    let pairs = make_pairs(labels, n, seed);
+    let distances = pairs.iter().map(|p| model.distance(rows.get(p.a), rows.get(p.b))).collect::<Result<_>>()?;
+    Ok((distances, pairs.iter().map(|p| p.similar).collect()))
+}
+
+/// The threshold at `protocol.far` false accepts on pairs of the seen classes' test images;
+/// `None` when fewer than two seen classes have test images.
+fn strict_threshold(model: &Model, test: &Dataset, protocol: &Protocol) -> Result<Option<f32>> {
+    let (idx, labels): (Vec<usize>, Vec<u32>) =
+        (0..test.len()).filter(|i| !protocol.classes.contains(&test.labels[*i])).map(|i| (i, test.labels[i])).unzip();
+    let mut seen = labels.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() < 2 {
+        return Ok(None);
+    }
+    let flat = embed_dataset(model, test, &idx)?;
+    let rows = Rows { flat: &flat, len: model.embedding_len() };
+    let (distances, similar) = pair_distances(model, &rows, &labels, protocol.pairs, protocol.seed.wrapping_add(1))?;
+    Ok(Some(at_far(&distances, &similar, protocol.far).0))
+}
+
+fn verify(
+    model: &Model,
+    rows: &Rows,
+    labels: &[u32],
+    protocol: &Protocol,
+    strict: Option<f32>,
+) -> Result<VerificationReport> {
+    let (distances, similar) = pair_distances(model, rows, labels, protocol.pairs, protocol.seed)?;
+    let rate = |want: bool, t: f32| {
+        let n = similar.iter().filter(|s| **s == want).count().max(1);
+        distances.iter().zip(&similar).filter(|(d, s)| **s == want && **d <= t).count() as f64 / n as f64
+    };
     Ok(VerificationReport {
-        pairs: pairs.len(),
+        pairs: distances.len(),
         auc: roc_auc(&distances, &similar),
         eer: equal_error_rate(&distances, &similar),
-        tar_at_far_1: tar_at_far(&distances, &similar, 0.01),
-        tar_at_far_01: tar_at_far(&distances, &similar, 0.001),
+        tar_at_far_1: at_far(&distances, &similar, 0.01).1,
+        tar_at_far_01: at_far(&distances, &similar, 0.001).1,
         accuracy: crate::evaluate::accuracy(&distances, &similar, model.meta().threshold),
+        strict: strict.map(|t| Rates { threshold: t, tar: rate(true, t), far: rate(false, t) }),
     })
 }
 
@@ -202,9 +274,14 @@ fn identify(
     (test, test_labels): (&Rows, &[u32]),
     n: usize,
     protocol: &Protocol,
+    strict: Option<f32>,
 ) -> Result<IdentificationReport> {
     let classes = &protocol.classes;
-    let (mut top1, mut rejected, mut accepted) = (0.0, 0.0, 0.0);
+    let thresholds: Vec<Option<f32>> = std::iter::once(None).chain(strict.map(Some)).collect();
+    let truth: Vec<String> = test_labels.iter().map(u32::to_string).collect();
+    let mut top1 = 0.0;
+    // Per threshold: summed rejection and acceptance rates.
+    let mut open = vec![(0.0, 0.0); thresholds.len()];
     for trial in 0..protocol.trials {
         let mut rng = SplitMix64::new(protocol.seed ^ ((n as u64) << 32) ^ trial as u64);
         // n distinct training images per class, a partial Fisher-Yates shuffle of its images.
@@ -220,8 +297,9 @@ fn identify(
                 own
             })
             .collect();
-        let gallery = |left_out: Option<u32>| -> Result<Gallery> {
+        let gallery = |left_out: Option<u32>, threshold: Option<f32>| -> Result<Gallery> {
             let mut g = Gallery::new(model);
+            g.set_threshold(threshold)?;
             for (c, images) in classes.iter().zip(&chosen).filter(|(c, _)| Some(**c) != left_out) {
                 g.enroll(model, &c.to_string(), images.iter().map(|i| train.get(*i).to_vec()).collect())?;
             }
@@ -237,34 +315,40 @@ fn identify(
                 })
                 .collect()
         };
-        let truth: Vec<String> = test_labels.iter().map(u32::to_string).collect();
-        let closed = answers(&gallery(None)?)?;
+        let closed = answers(&gallery(None, None)?)?;
         top1 += closed.iter().zip(&truth).filter(|((nearest, _), t)| nearest.as_ref() == Some(*t)).count() as f64
             / truth.len() as f64;
-        for &left_out in classes {
-            let open = answers(&gallery(Some(left_out))?)?;
-            let (mut unknown, mut rejected_n, mut known, mut accepted_n) = (0, 0, 0, 0);
-            for ((_, label), (t, l)) in open.iter().zip(truth.iter().zip(test_labels)) {
-                if *l == left_out {
-                    unknown += 1;
-                    rejected_n += usize::from(label.is_none());
-                } else {
-                    known += 1;
-                    accepted_n += usize::from(label.as_ref() == Some(t));
+        for (threshold, sums) in thresholds.iter().zip(&mut open) {
+            for &left_out in classes {
+                let answered = answers(&gallery(Some(left_out), *threshold)?)?;
+                let (mut unknown, mut rejected, mut known, mut accepted) = (0, 0, 0, 0);
+                for ((_, label), (t, l)) in answered.iter().zip(truth.iter().zip(test_labels)) {
+                    if *l == left_out {
+                        unknown += 1;
+                        rejected += usize::from(label.is_none());
+                    } else {
+                        known += 1;
+                        accepted += usize::from(label.as_ref() == Some(t));
+                    }
                 }
+                sums.0 += rejected as f64 / unknown.max(1) as f64;
+                sums.1 += accepted as f64 / known.max(1) as f64;
             }
-            rejected += rejected_n as f64 / unknown.max(1) as f64;
-            accepted += accepted_n as f64 / known.max(1) as f64;
         }
     }
     let trials = protocol.trials.max(1) as f64;
     let runs = trials * classes.len() as f64;
-    Ok(IdentificationReport {
-        enrolled: n,
-        top1: top1 / trials,
+    let mut open = thresholds.iter().zip(open).map(|(t, (rejected, accepted))| OpenSet {
+        threshold: t.unwrap_or(model.meta().threshold),
         unknown_rejected: rejected / runs,
         known_accepted: accepted / runs,
-    })
+    });
+    let at_model = open.next().unwrap_or(OpenSet {
+        threshold: model.meta().threshold,
+        unknown_rejected: 0.0,
+        known_accepted: 0.0,
+    });
+    Ok(IdentificationReport { enrolled: n, top1: top1 / trials, open: at_model, strict: open.next() })
 }
 
 /// For each row of `queries`, the mean of its `k` smallest distances to the rows `reference`

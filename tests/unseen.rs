@@ -38,7 +38,7 @@ fn model() -> Model {
 #[test]
 fn separable_unseen_classes_are_found_and_runs_repeat() {
     let (train, test) = (data(30, 1), data(10, 2));
-    let protocol = Protocol { classes: vec![1, 2, 3], pairs: 400, trials: 2, ..Protocol::default() };
+    let protocol = Protocol { classes: vec![2, 3], pairs: 400, trials: 2, ..Protocol::default() };
     let m = model();
     let report = run(&m, &train, &test, &protocol).unwrap();
     assert_eq!(report, run(&m, &train, &test, &protocol).unwrap(), "same seed, same report");
@@ -48,11 +48,23 @@ fn separable_unseen_classes_are_found_and_runs_repeat() {
     assert!(v.auc > 0.95 && v.eer < 0.1 && v.tar_at_far_1 > 0.5, "{v:?}");
     assert!(v.tar_at_far_01 <= v.tar_at_far_1 && (0.0..=1.0).contains(&v.accuracy));
     assert_eq!(report.identification.iter().map(|r| r.enrolled).collect::<Vec<_>>(), [1, 5]);
+    // Classes 0 and 1 are seen: their pairs set the strict threshold at 1% false accepts.
+    let strict = v.strict.expect("a seen class to calibrate on");
+    assert!(strict.threshold > 0.0 && (0.0..=1.0).contains(&strict.tar) && (0.0..=1.0).contains(&strict.far));
     for r in &report.identification {
         assert!(r.top1 > 0.9, "{r:?}");
-        assert!((0.0..=1.0).contains(&r.unknown_rejected) && (0.0..=1.0).contains(&r.known_accepted), "{r:?}");
+        let s = r.strict.expect("strict open set");
+        assert_eq!(s.threshold, strict.threshold);
+        assert_eq!(r.open.threshold, m.meta().threshold);
+        for o in [r.open, s] {
+            assert!((0.0..=1.0).contains(&o.unknown_rejected) && (0.0..=1.0).contains(&o.known_accepted), "{r:?}");
+        }
+        // A stricter threshold rejects at least as many unknown probes.
+        if s.threshold <= r.open.threshold {
+            assert!(s.unknown_rejected >= r.open.unknown_rejected, "{r:?}");
+        }
     }
-    assert_eq!(report.anomaly.iter().map(|a| a.class).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(report.anomaly.iter().map(|a| a.class).collect::<Vec<_>>(), [2, 3]);
     for a in &report.anomaly {
         assert_eq!(a.pixel_auroc, 1.0, "{a:?}");
         assert!(a.model_auroc > 0.9, "{a:?}");

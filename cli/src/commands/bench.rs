@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 use twinscan::dataset::{load_idx_dir, Split};
-use twinscan::unseen::{run, Protocol, Report};
+use twinscan::unseen::{run, OpenSet, Protocol, Report};
 
 use super::{json_line, Classes, ModelArg};
 use crate::exit::Code;
@@ -47,6 +47,9 @@ struct MatchArgs {
     /// Seed of pair and gallery draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// False-accept rate on the seen classes' test pairs that sets the strict threshold.
+    #[arg(long, default_value_t = 0.01)]
+    far: f64,
     /// JSON Lines (`verification`, `identification`, `anomaly`, `summary`) instead of tables.
     #[arg(long)]
     json: bool,
@@ -69,6 +72,7 @@ fn run_match(args: MatchArgs) -> Result<Code> {
         trials: args.trials,
         k: args.k,
         seed: args.seed,
+        far: args.far,
         ..Protocol::default()
     };
     let report = run(&model, &train, &test, &protocol)?;
@@ -76,21 +80,24 @@ fn run_match(args: MatchArgs) -> Result<Code> {
     if args.json {
         print_json(&report, model.label(), seconds);
     } else {
-        print_text(&report, &args, model.label(), seconds);
+        print_text(&report, &args, model.label(), model.meta().threshold, seconds);
     }
     Ok(Code::Nothing)
 }
 
 fn print_json(report: &Report, model: &str, seconds: f64) {
     let v = &report.verification;
+    let strict = v.strict.map(|s| json!({"threshold": s.threshold, "tar": s.tar, "far": s.far}));
     json_line(&json!({
         "type": "verification", "pairs": v.pairs, "auc": v.auc, "eer": v.eer,
         "tar_at_far_1": v.tar_at_far_1, "tar_at_far_0.1": v.tar_at_far_01, "accuracy": v.accuracy,
+        "strict": strict,
     }));
+    let open = |o: &OpenSet| json!({"threshold": o.threshold, "unknown_rejected": o.unknown_rejected, "known_accepted": o.known_accepted});
     for r in &report.identification {
         json_line(&json!({
             "type": "identification", "enrolled": r.enrolled, "top1": r.top1,
-            "unknown_rejected": r.unknown_rejected, "known_accepted": r.known_accepted,
+            "open": open(&r.open), "strict": r.strict.as_ref().map(open),
         }));
     }
     for a in &report.anomaly {
@@ -105,7 +112,7 @@ fn print_json(report: &Report, model: &str, seconds: f64) {
     }));
 }
 
-fn print_text(report: &Report, args: &MatchArgs, model: &str, seconds: f64) {
+fn print_text(report: &Report, args: &MatchArgs, model: &str, model_threshold: f32, seconds: f64) {
     let v = &report.verification;
     println!("model {model}, unseen classes {}, data {}", args.classes, args.data.display());
     println!();
@@ -114,12 +121,28 @@ fn print_text(report: &Report, args: &MatchArgs, model: &str, seconds: f64) {
         "  ROC AUC {:.4}  EER {:.4}  TAR@FAR 1% {:.4}  TAR@FAR 0.1% {:.4}",
         v.auc, v.eer, v.tar_at_far_1, v.tar_at_far_01
     );
-    println!("  accuracy at the model's threshold {:.4}", v.accuracy);
+    println!("  accuracy at the model's threshold ({:.4}) {:.4}", model_threshold, v.accuracy);
+    if let Some(s) = v.strict {
+        let far = args.far;
+        println!(
+            "  at {:.4}, the seen classes' threshold for FAR {far}: TAR {:.4}, FAR {:.4}",
+            s.threshold, s.tar, s.far
+        );
+    }
     println!();
-    println!("identification ({} random galleries per size)", args.trials);
-    println!("  {:>8}  {:>6}  {:>16}  {:>14}", "enrolled", "top-1", "unknown rejected", "known accepted");
+    println!("identification ({} random galleries per size; open set: each class left out in turn)", args.trials);
+    println!(
+        "  {:>8}  {:>6}  {:>9}  {:>16}  {:>14}",
+        "enrolled", "top-1", "threshold", "unknown rejected", "known accepted"
+    );
+    let row = |n: &str, top1: &str, o: &OpenSet| {
+        println!("  {n:>8}  {top1:>6}  {:>9.4}  {:>16.4}  {:>14.4}", o.threshold, o.unknown_rejected, o.known_accepted);
+    };
     for r in &report.identification {
-        println!("  {:>8}  {:>6.4}  {:>16.4}  {:>14.4}", r.enrolled, r.top1, r.unknown_rejected, r.known_accepted);
+        row(&r.enrolled.to_string(), &format!("{:.4}", r.top1), &r.open);
+        if let Some(strict) = &r.strict {
+            row("", "", strict);
+        }
     }
     println!();
     println!("anomaly detection (mean distance to the {} nearest training images of the class)", args.k);
