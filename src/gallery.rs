@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{Embedding, Model};
-use crate::store::Format;
+use crate::store::{short, Format};
 
 /// Version of the gallery layout; a gallery of another version is refused.
 pub const GALLERY_VERSION: u32 = 1;
@@ -321,10 +321,6 @@ impl Gallery {
         candidates.truncate(k);
         Ok(Identification { candidates })
     }
-}
-
-fn short(fingerprint: &str) -> &str {
-    &fingerprint[..fingerprint.len().min(12)]
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contain::Thumb;
 use crate::error::{Error, Result};
-use crate::store::Format;
+use crate::store::{short, Format};
 
 /// Version of the index layout; an index of another version is refused.
 pub const INDEX_VERSION: u32 = 2;
@@ -101,10 +101,6 @@ impl Index {
         }
         Ok(())
     }
-}
-
-fn short(fingerprint: &str) -> &str {
-    &fingerprint[..fingerprint.len().min(12)]
 }
 
 #[cfg(test)]

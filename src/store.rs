@@ -129,6 +129,12 @@ impl<W: Write> Write for Hashed<W> {
     }
 }
 
+/// The first 12 characters of a model fingerprint, for messages; a file may hold any string
+/// there, so this never cuts inside a character.
+pub(crate) fn short(fingerprint: &str) -> &str {
+    fingerprint.char_indices().nth(12).map_or(fingerprint, |(i, _)| &fingerprint[..i])
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(suffix);

@@ -260,7 +260,7 @@ fn list(args: ListArgs) -> Result<Code> {
         for (label, n) in g.labels() {
             println!("{label}\t{n}");
         }
-        eprintln!("{} label(s), model {}", g.len(), &g.model()[..g.model().len().min(12)]);
+        eprintln!("{} label(s), model {}", g.len(), g.model());
     }
     Ok(Code::Nothing)
 }
