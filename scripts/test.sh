@@ -10,7 +10,8 @@ if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
 fi
 cargo test --workspace --features train --locked
 # examples/match.rs, the gallery app, on its fixtures: each probe's answer (first two columns)
-# as examples/gallery/expected.txt records it.
-cargo run --locked -q --example match -- examples/gallery/enroll examples/gallery/probes > target/match.out
+# as examples/gallery/expected.txt records it. With the tests' features, so that it reuses their
+# build (without them, feature unification rebuilds tract).
+cargo run --locked -q --features train --example match -- examples/gallery/enroll examples/gallery/probes > target/match.out
 diff <(awk '{print $1, $2}' target/match.out) examples/gallery/expected.txt
 "$venv/bin/python" tests/python/check_onnx.py
