@@ -1,7 +1,7 @@
 //! A small identification app: enroll one identity per subfolder, then say who each probe is.
 //!
 //! ```sh
-//! cargo run --example match -- --model models/mnist-0-4-compact-l2-supcon.onnx \
+//! cargo run --example match -- --model models/mnist-0-4-compact-proj-supcon.onnx \
 //!     examples/gallery/enroll examples/gallery/probes
 //! ```
 //!
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
             args.remove(i);
             m
         }
-        _ => PathBuf::from("models/mnist-0-4-compact-l2-supcon.onnx"),
+        _ => PathBuf::from("models/mnist-0-4-compact-proj-supcon.onnx"),
     };
     if args.len() < 2 {
         eprintln!("usage: match [--model MODEL] ENROLL_DIR PROBE...");

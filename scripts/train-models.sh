@@ -17,8 +17,8 @@ declare -A runs=(
   [fashion-seed-contrastive]="train --data data/fashion-mnist --dataset fashion-mnist --tower seed --loss contrastive --margin 5"
   [mnist-compact-contrastive]="train --data data/mnist --dataset mnist --tower compact --loss contrastive --margin 5 --epochs 20"
   [fashion-compact-contrastive]="train --data data/fashion-mnist --dataset fashion-mnist --tower compact --loss contrastive --margin 5"
-  [mnist-0-4-compact-l2-supcon]="train --data data/mnist --dataset mnist --classes 0-4 --tower compact-l2 --loss supcon --temperature 0.1 --epochs 8 --pairs 30000"
-  [fashion-0-4-compact-l2-supcon]="train --data data/fashion-mnist --dataset fashion-mnist --classes 0-4 --tower compact-l2 --loss supcon --temperature 0.1 --epochs 8 --pairs 30000"
+  [mnist-0-4-compact-proj-supcon]="train --data data/mnist --dataset mnist --classes 0-4 --tower compact-proj --loss supcon --temperature 0.1 --epochs 8 --pairs 30000"
+  [fashion-0-4-compact-proj-supcon]="train --data data/fashion-mnist --dataset fashion-mnist --classes 0-4 --tower compact-proj --loss supcon --temperature 0.1 --epochs 8 --pairs 30000"
   [photo]="train-photo --data data/photos --epochs 60 --steps 40 --batch 128 --bursts 0.25 --grey-view"
 )
 names=("$@")

@@ -123,3 +123,20 @@ fn views_losses_train_on_labelled_data_reproducibly_and_need_a_normalised_tower(
         );
     }
 }
+
+#[test]
+fn a_projection_head_is_trained_but_left_out_of_the_model() {
+    let data = synthetic(30, 5);
+    let spec = TowerSpec::compact_projected(InputShape { channels: 1, height: SIDE, width: SIDE }, 8);
+    let features = spec.embedding_dim().unwrap();
+    assert_eq!(features, 64, "64 channels pooled to 1x1 on 12x12 images");
+    for loss in [Loss::SupCon { temperature: 0.1 }, Loss::Bce] {
+        let trained = run(&config(spec.clone(), loss, 5), &data);
+        let model = assert_parity(&trained, &data);
+        assert_eq!(model.meta().embedding_dim, features, "{}: the head's 8 values are not the embedding", loss.name());
+        assert!(model.meta().l2_normalized);
+        let best = trained.history.iter().map(|e| e.val_accuracy).fold(0.0, f64::max);
+        assert!(best > 0.6, "{}: best validation accuracy {best}", loss.name());
+        assert!(model.meta().head.b > 0.0, "{}: head fitted on the embedding's distances", loss.name());
+    }
+}

@@ -138,7 +138,7 @@ pub fn to_model_proto(spec: &TowerSpec, weights: &TowerWeights, meta: &ModelMeta
         }
     };
     let mut x = INPUT_NAME.to_string();
-    for (i, layer) in spec.layers.iter().enumerate() {
+    for (i, layer) in spec.embedding_layers().iter().enumerate() {
         let name = format!("l{i}");
         x = match *layer {
             Layer::Conv2d { kernel, stride, padding, .. } => {

@@ -24,7 +24,7 @@ use crate::dataset::{jitter, make_pairs, Dataset, Pair};
 use crate::error::{Error, Result};
 use crate::evaluate::{accuracy, best_threshold, fit_head};
 use crate::similarity::{Head, Metric};
-use crate::tower::{self, ModelMeta, Provenance, SplitMix64, TowerSpec, TowerWeights};
+use crate::tower::{self, Layer, ModelMeta, Provenance, SplitMix64, TowerSpec, TowerWeights};
 use net::candle_err;
 
 /// Everything that determines a training run; the same config and data give the same model.
@@ -132,9 +132,11 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
         return Err(invalid(format!("data images are {:?}, the tower takes {:?}", data.shape, spec.input)));
     }
     let views = matches!(config.loss, Loss::InfoNce { .. } | Loss::SupCon { .. });
-    if views && !spec.l2_normalized() {
+    if views && spec.layers.last() != Some(&Layer::L2Normalize) {
         return Err(invalid(format!("the {} loss needs a tower with an L2-normalised output", config.loss.name())));
     }
+    // A learned logistic head would fit the projection head's distances, not the embedding's.
+    let learns_head = config.loss.learns_head() && spec.head == 0;
     let pairs = make_pairs(&data.labels, config.pairs, config.seed);
     let split = pairs.len() * 7 / 10;
     if split == 0 || split == pairs.len() {
@@ -150,7 +152,7 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
     let head_a = Var::new(2.0f32, &dev).map_err(candle_err)?;
     let head_log_b = Var::new(0.0f32, &dev).map_err(candle_err)?;
     let mut vars = net.trainable();
-    if config.loss.learns_head() {
+    if learns_head {
         vars.extend([head_a.clone(), head_log_b.clone()]);
     }
     let params = ParamsAdamW { lr: config.lr, weight_decay: 0.0, ..Default::default() };
@@ -208,7 +210,7 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
             return Err(invalid(format!("loss became {} at epoch {epoch}; try a lower learning rate", metrics.loss)));
         }
         if best.as_ref().is_none_or(|b| val_accuracy > b.0) {
-            let head = if config.loss.learns_head() {
+            let head = if learns_head {
                 let a = head_a.as_tensor().to_scalar::<f32>().map_err(candle_err)?;
                 let b = head_log_b.as_tensor().to_scalar::<f32>().map_err(candle_err)?.exp();
                 Head { a, b }

@@ -78,6 +78,8 @@ struct Plan {
     slots: Vec<Slot>,
     learned: usize,
     running: usize,
+    /// `acts` index of the embedding: the input of the projection head, if any.
+    embedding: usize,
     /// First step with parameters: no gradient flows below it.
     first_param: usize,
 }
@@ -134,7 +136,8 @@ impl Plan {
             .iter()
             .position(|s| matches!(s.kind, Kind::Conv { .. } | Kind::BatchNorm { .. } | Kind::Linear { .. }))
             .unwrap_or(steps.len());
-        Ok(Plan { steps, slots, learned, running, first_param })
+        let embedding = spec.embedding_layers().len();
+        Ok(Plan { steps, slots, learned, running, embedding, first_param })
     }
 
     fn input_len(&self) -> usize {
@@ -396,13 +399,15 @@ impl Net {
         Ok(TowerWeights { tensors })
     }
 
-    /// Embeds a training batch `[B, C, H, W]` into `[B, D]` with gradients attached; batch norm
-    /// uses batch statistics and updates its running ones.
+    /// Embeds a training batch `[B, C, H, W]` into `[B, D]` (the projection head's output, if
+    /// the tower has one) with gradients attached; batch norm uses batch statistics and updates
+    /// its running ones.
     pub fn forward_train(&self, images: &Tensor) -> Result<Tensor> {
         images.apply_op2(self.params.as_tensor(), TowerOp(self.shared.clone())).map_err(candle_err)
     }
 
-    /// Embeds `n` images (`[n, C, H, W]` values) in inference mode, as the exported ONNX does.
+    /// Embeds `n` images (`[n, C, H, W]` values) in inference mode, as the exported ONNX does
+    /// (so without the projection head, if the tower has one).
     pub fn embed(&self, images: &[f32], n: usize) -> Result<Vec<f32>> {
         let plan = &self.shared.plan;
         if images.len() != n * plan.input_len() {
@@ -412,7 +417,7 @@ impl Net {
         let mut state = self.shared.lock().map_err(candle_err)?;
         let State { running, eval, .. } = &mut *state;
         plan.forward(&params, running, eval, images, n, false);
-        Ok(eval.acts.last().cloned().unwrap_or_default())
+        Ok(eval.acts.get(plan.embedding).cloned().unwrap_or_default())
     }
 }
 
@@ -524,6 +529,7 @@ mod tests {
                     Layer::Linear { out_features: 5 },
                     Layer::L2Normalize,
                 ],
+                head: 0,
             },
             TowerSpec {
                 name: "pooled".into(),
@@ -535,6 +541,7 @@ mod tests {
                     Layer::Flatten,
                     Layer::Linear { out_features: 4 },
                 ],
+                head: 0,
             },
         ]
     }

@@ -28,6 +28,7 @@ pub fn golden_specs() -> Vec<TowerSpec> {
                 Layer::Linear { out_features: 4 },
                 Layer::L2Normalize,
             ],
+            head: 0,
         },
     ]
 }
