@@ -177,6 +177,15 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A journal of duplicate actions could not be written, read or trusted.
+    #[error("{}: {reason}", path.display())]
+    Journal {
+        /// The journal (or the file being moved, when a copy failed its check).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The trainer failed (a tensor operation or the optimiser).
     #[error("training failed: {reason}")]
     Training {
@@ -215,6 +224,7 @@ impl Error {
             | Error::Dataset { path, .. }
             | Error::Index { path, .. }
             | Error::Gallery { path, .. }
+            | Error::Journal { path, .. }
             | Error::Locked { path } => Some(path),
             _ => None,
         }
@@ -242,6 +252,7 @@ impl Error {
             Error::GalleryModel { .. } => "gallery_model",
             Error::Label { .. } => "label",
             Error::Locked { .. } => "locked",
+            Error::Journal { .. } => "journal",
             Error::Threshold { .. } => "threshold",
             Error::Training { .. } => "training",
         }

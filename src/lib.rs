@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod actions;
 pub mod augment;
 pub mod contain;
 pub mod dataset;

@@ -11,7 +11,8 @@ pub enum Code {
     /// The command ran and found something (compare: similar; scan: at least one group or
     /// outlier; query: at least one duplicate).
     Found = 1,
-    /// Bad arguments, an unusable model or index, or (embed, compare, query) an input failed.
+    /// Bad arguments, an unusable model or index, (embed, compare, query) an input failed, or
+    /// an action of `scan --apply` or `undo` failed.
     Error = 2,
 }
 
@@ -24,5 +25,6 @@ impl From<Code> for ExitCode {
 pub const HELP: &str = "Exit codes:
   0  success; nothing found (compare: not similar; scan/outliers: no group or outlier)
   1  success; something found (compare: similar; scan/outliers: groups or outliers; query: a duplicate)
-  2  error: bad arguments, unusable model or index, or an input of embed/compare/query failed
-     (scan and outliers report unreadable files as error records and still finish)";
+  2  error: bad arguments, unusable model or index, an input of embed/compare/query failed,
+     or an action of scan --apply or undo failed (scan and outliers report unreadable files as
+     error records and still finish)";

@@ -28,6 +28,8 @@ enum Command {
     Outliers(commands::scan::OutliersArgs),
     /// Nearest neighbours of new images in an existing index, without a rescan.
     Query(commands::scan::QueryArgs),
+    /// Put back what `scan --apply` moved or linked, from its journal.
+    Undo(commands::act::UndoArgs),
     /// Print the embedding of each image.
     Embed(commands::embed::Args),
     /// Compare two images: distance, probability of being similar, and the verdict.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => commands::scan::run_scan(args),
         Command::Outliers(args) => commands::scan::run_outliers(args),
         Command::Query(args) => commands::scan::run_query(args),
+        Command::Undo(args) => commands::act::run_undo(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Info(args) => commands::info::run(args),

@@ -1,3 +1,4 @@
+pub mod act;
 pub mod bench;
 #[cfg(feature = "train")]
 mod card;

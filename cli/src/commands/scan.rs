@@ -17,6 +17,7 @@ use twinscan::search::{Purpose, Search, SearchKind};
 use twinscan::store::FileLock;
 use twinscan::{Model, DEFAULT_BATCH};
 
+use super::act::{act, ActArgs};
 use super::{json_line, report_error, ModelArg};
 use crate::exit::Code;
 
@@ -106,6 +107,8 @@ pub struct ScanArgs {
     outliers: bool,
     #[command(flatten)]
     outlier: OutlierArgs,
+    #[command(flatten)]
+    act: ActArgs,
     /// Folders (or files) to scan.
     #[arg(required = true, value_name = "DIR")]
     roots: Vec<PathBuf>,
@@ -358,6 +361,7 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
         bail!("--threshold must be a non-negative distance");
     }
     let format = args.common.format();
+    args.act.check(&args.roots)?;
     let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
     let search = args.common.search.kind();
     let containment = (!args.no_containment).then(ContainmentRule::default);
@@ -380,6 +384,9 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
         outliers: found_outliers.len(),
     };
     print_summary(&report, files, &found, format);
+    if act(&args.act, &groups, &index.entries, format == Format::Json)? {
+        return Ok(Code::Error);
+    }
     Ok(if found.groups + found.outliers > 0 { Code::Found } else { Code::Nothing })
 }
 

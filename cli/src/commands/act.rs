@@ -1,0 +1,183 @@
+//! What `scan` does with duplicate groups when asked (`--quarantine DIR`, `--hardlink`), and
+//! `undo JOURNAL`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use twinscan::actions::{self, Action, Op, Outcome, Step};
+use twinscan::detect::Group;
+use twinscan::index::Entry;
+
+use super::json_line;
+use crate::exit::Code;
+
+#[derive(clap::Args)]
+pub struct ActArgs {
+    /// Plan to move every image a group does not keep into DIR, at its absolute path under DIR
+    /// (outside the scanned folders). Nothing moves without --apply.
+    #[arg(long, value_name = "DIR", conflicts_with = "hardlink")]
+    quarantine: Option<PathBuf>,
+    /// Plan to replace byte-identical copies by hard links to the kept image (near duplicates
+    /// are left alone). Nothing changes without --apply.
+    #[arg(long)]
+    hardlink: bool,
+    /// Carry out the plan: each file's hash is checked first (a changed file is skipped) and
+    /// each action is journalled for `twinscan undo`. Nothing is ever deleted.
+    #[arg(long)]
+    apply: bool,
+    /// Journal to write [default: twinscan-journal-<time>.jsonl in the quarantine folder, or
+    /// in the current folder with --hardlink].
+    #[arg(long, value_name = "PATH", requires = "apply")]
+    journal: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct UndoArgs {
+    /// JSON Lines records (`restored`, `skipped`, `failed`) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Journal written by `scan --apply`.
+    #[arg(value_name = "JOURNAL")]
+    journal: PathBuf,
+}
+
+impl ActArgs {
+    fn action(&self) -> Option<Action> {
+        match (&self.quarantine, self.hardlink) {
+            (Some(dir), _) => Some(Action::Quarantine(dir.clone())),
+            (None, true) => Some(Action::HardLink),
+            (None, false) => None,
+        }
+    }
+
+    /// Refuses what would defeat the scan next time: a quarantine inside a scanned folder.
+    pub fn check(&self, roots: &[PathBuf]) -> Result<()> {
+        if self.apply && self.action().is_none() {
+            bail!("--apply needs an action: --quarantine DIR or --hardlink");
+        }
+        let Some(dir) = &self.quarantine else { return Ok(()) };
+        let dir = absolute(dir)?;
+        for root in roots {
+            let root = absolute(root)?;
+            if dir.starts_with(&root) {
+                bail!("the quarantine {} is inside the scanned folder {}", dir.display(), root.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The path made absolute through its deepest existing ancestor (the quarantine may not exist
+/// yet), so that symbolic links and `..` compare as the file system sees them.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let mut rest = Vec::new();
+    let mut base = path.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(base) {
+            return Ok(rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c)));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => return Ok(path),
+        }
+    }
+}
+
+/// Plans (and with --apply carries out) the action on `groups`; true when an action failed.
+pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], json: bool) -> Result<bool> {
+    let Some(action) = args.action() else { return Ok(false) };
+    let steps = actions::plan(groups, entries, &action);
+    if !args.apply {
+        for step in &steps {
+            let (status, reason) = match &step.op {
+                Op::Skip(reason) => ("skip", Some(reason.as_str())),
+                _ => ("planned", None),
+            };
+            print_step(step, status, reason, json);
+        }
+        if !json {
+            eprintln!("twinscan: a plan only; nothing changed (--apply carries it out)");
+        }
+        return Ok(false);
+    }
+    let journal = match (&args.journal, &action) {
+        (Some(path), _) => path.clone(),
+        (None, Action::Quarantine(dir)) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.join(actions::journal_name())
+        }
+        (None, Action::HardLink) => PathBuf::from(actions::journal_name()),
+    };
+    let outcomes = actions::apply(&steps, &journal)?;
+    let mut failed = false;
+    for (step, outcome) in steps.iter().zip(&outcomes) {
+        match outcome {
+            Outcome::Done => print_step(step, "done", None, json),
+            Outcome::Skipped(reason) => print_step(step, "skipped", Some(reason), json),
+            Outcome::Failed(e) => {
+                failed = true;
+                print_step(step, "failed", Some(&e.to_string()), json);
+            }
+        }
+    }
+    if json {
+        json_line(&json!({"type": "journal", "path": journal.display().to_string()}));
+    } else {
+        eprintln!("twinscan: journal {} (twinscan undo {0} puts everything back)", journal.display());
+    }
+    Ok(failed)
+}
+
+fn print_step(step: &Step, status: &str, reason: Option<&str>, json: bool) {
+    let path = step.path.display().to_string();
+    let (op, to) = match &step.op {
+        Op::Move(to) => ("move", Some(to.display().to_string())),
+        Op::Link => ("link", Some(step.keep.display().to_string())),
+        Op::Skip(_) => ("none", None),
+    };
+    if json {
+        json_line(&json!({
+            "type": "action", "status": status, "group": step.group, "op": op, "path": path,
+            "to": to, "keep": step.keep.display().to_string(), "reason": reason,
+        }));
+        return;
+    }
+    let what = match (&step.op, to) {
+        (Op::Move(_), Some(to)) => format!("move {path} -> {to}"),
+        (Op::Link, Some(keep)) => format!("link {path} -> {keep}"),
+        _ => path,
+    };
+    match reason {
+        Some(reason) => println!("{status:<8} {what}  ({reason})"),
+        None => println!("{status:<8} {what}"),
+    }
+}
+
+pub fn run_undo(args: UndoArgs) -> Result<Code> {
+    let outcomes = actions::undo(&args.journal)?;
+    let mut failed = false;
+    for (path, outcome) in &outcomes {
+        let (status, reason) = match outcome {
+            Outcome::Done => ("restored", None),
+            Outcome::Skipped(reason) => ("skipped", Some(reason.clone())),
+            Outcome::Failed(e) => {
+                failed = true;
+                ("failed", Some(e.to_string()))
+            }
+        };
+        let path = path.display().to_string();
+        if args.json {
+            json_line(&json!({"type": status, "path": path, "reason": reason}));
+        } else if let Some(reason) = reason {
+            println!("{status:<8} {path}  ({reason})");
+        } else {
+            println!("{status:<8} {path}");
+        }
+    }
+    Ok(if failed { Code::Error } else { Code::Nothing })
+}
