@@ -28,6 +28,7 @@ const FORMAT: Format = Format {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// Where it was found.
+    #[serde(with = "path_bytes")]
     pub path: PathBuf,
     /// File size in bytes.
     pub size: u64,
@@ -52,6 +53,55 @@ pub struct Index {
     pub invariance: String,
     /// The images, sorted by path.
     pub entries: Vec<Entry>,
+}
+
+/// A path as the bytes of its name, so that names that are not UTF-8 (legal on Unix) are kept
+/// exactly. postcard writes bytes as it writes a string (length, then the bytes), so indexes of
+/// UTF-8 paths read the same either way.
+mod path_bytes {
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        #[cfg(unix)]
+        return s.serialize_bytes(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()));
+        #[cfg(not(unix))]
+        return match path.to_str() {
+            Some(text) => s.serialize_bytes(text.as_bytes()),
+            None => Err(serde::ser::Error::custom(format!("{} is not Unicode", path.display()))),
+        };
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        let bytes = byte_buf(d)?;
+        #[cfg(unix)]
+        return Ok(PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&bytes)));
+        #[cfg(not(unix))]
+        return String::from_utf8(bytes).map(PathBuf::from).map_err(serde::de::Error::custom);
+    }
+
+    /// A byte buffer read through `deserialize_byte_buf` (a plain `Vec<u8>` would be read as a
+    /// sequence, which postcard encodes the same way but other formats do not).
+    fn byte_buf<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a path's bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Vec<u8>, E> {
+                Ok(v.as_bytes().to_vec())
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> Error {

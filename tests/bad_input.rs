@@ -216,3 +216,37 @@ fn exif_orientation_is_applied() {
     let b = model.embed_image(&upright).unwrap();
     assert!(model.distance(&a, &b).unwrap() < model.distance(&model.embed_file(&plain).unwrap(), &b).unwrap());
 }
+
+#[test]
+fn files_deleted_during_a_scan_are_one_error_each_and_the_rest_is_indexed() {
+    use std::sync::atomic::AtomicBool;
+    use twinscan::index::Index;
+    use twinscan::scan::{collect_files, update, WalkOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_in(dir.path());
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for i in 0..6 {
+        picture(40, 30, 10 + i).save(photos.join(format!("{i}.png"))).unwrap();
+    }
+    let (files, errors) = collect_files(std::slice::from_ref(&photos), &WalkOptions { follow_links: false });
+    assert!(errors.is_empty() && files.len() == 6);
+    // Gone between the listing and the scan's look at it...
+    std::fs::remove_file(&files[1]).unwrap();
+    // ...and gone after that look, while the first batch is embedded (one image per batch):
+    // decoding runs at most two batches ahead of the network, so the fifth is not read yet.
+    let late = files[5].clone();
+    let progress = move |done: usize, _: usize| {
+        if done == 1 {
+            let _ = std::fs::remove_file(&late);
+        }
+    };
+    let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
+    let report = update(&mut index, &files, &model, 1, &AtomicBool::new(false), &progress);
+    let failed: Vec<_> = report.errors.iter().map(|e| (e.kind(), e.path().unwrap().to_path_buf())).collect();
+    assert_eq!(failed, [("io", files[1].clone()), ("io", files[5].clone())]);
+    assert_eq!(report.embedded, 4);
+    let indexed: Vec<_> = index.entries.iter().map(|e| e.path.clone()).collect();
+    assert_eq!(indexed, [&files[0], &files[2], &files[3], &files[4]].map(|p| p.clone()));
+}

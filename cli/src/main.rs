@@ -53,6 +53,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so a closed pipe (`twinscan scan --json | head`) becomes a write
+    // error in the middle of the output; the default action ends the process quietly instead,
+    // as for other Unix tools.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => commands::scan::run_scan(args),

@@ -9,7 +9,7 @@ use twinscan::actions::{self, Action, Op, Outcome, Step};
 use twinscan::detect::Group;
 use twinscan::index::Entry;
 
-use super::json_line;
+use super::{json_line, path_text};
 use crate::exit::Code;
 
 #[derive(clap::Args)]
@@ -126,7 +126,7 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], json: bool) -> R
         }
     }
     if json {
-        json_line(&json!({"type": "journal", "path": journal.display().to_string()}));
+        json_line(&json!({"type": "journal", "path": path_text(&journal)}));
     } else {
         eprintln!("twinscan: journal {} (twinscan undo {0} puts everything back)", journal.display());
     }
@@ -134,16 +134,16 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], json: bool) -> R
 }
 
 fn print_step(step: &Step, status: &str, reason: Option<&str>, json: bool) {
-    let path = step.path.display().to_string();
+    let path = path_text(&step.path);
     let (op, to) = match &step.op {
-        Op::Move(to) => ("move", Some(to.display().to_string())),
-        Op::Link => ("link", Some(step.keep.display().to_string())),
+        Op::Move(to) => ("move", Some(path_text(to))),
+        Op::Link => ("link", Some(path_text(&step.keep))),
         Op::Skip(_) => ("none", None),
     };
     if json {
         json_line(&json!({
             "type": "action", "status": status, "group": step.group, "op": op, "path": path,
-            "to": to, "keep": step.keep.display().to_string(), "reason": reason,
+            "to": to, "keep": path_text(&step.keep), "reason": reason,
         }));
         return;
     }
@@ -170,7 +170,7 @@ pub fn run_undo(args: UndoArgs) -> Result<Code> {
                 ("failed", Some(e.to_string()))
             }
         };
-        let path = path.display().to_string();
+        let path = path_text(path);
         if args.json {
             json_line(&json!({"type": status, "path": path, "reason": reason}));
         } else if let Some(reason) = reason {

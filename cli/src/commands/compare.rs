@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{json_line, ModelArg};
+use super::{json_line, path_text, ModelArg};
 use crate::exit::Code;
 
 #[derive(clap::Args)]
@@ -27,7 +27,7 @@ pub fn run(args: Args) -> Result<Code> {
     let threshold = model.meta().threshold;
     if args.json {
         json_line(&json!({
-            "type": "comparison", "a": args.a, "b": args.b, "distance": c.distance,
+            "type": "comparison", "a": path_text(&args.a), "b": path_text(&args.b), "distance": c.distance,
             "probability": c.probability, "threshold": threshold, "similar": c.similar,
         }));
     } else {

@@ -8,7 +8,7 @@ use twinscan::gallery::{Gallery, Verification};
 use twinscan::store::FileLock;
 use twinscan::Model;
 
-use super::{json_line, report_error, ModelArg};
+use super::{json_line, path_text, report_error, ModelArg};
 use crate::exit::Code;
 
 #[derive(clap::Args)]
@@ -175,7 +175,7 @@ fn enroll(args: EnrollArgs) -> Result<Code> {
     if args.gallery.json {
         json_line(&json!({
             "type": "enrolled", "label": args.label, "added": done.added, "failed": done.failed.len(),
-            "embeddings": held, "gallery": path,
+            "embeddings": held, "gallery": path_text(path),
         }));
     } else {
         println!("{}: {} image(s) enrolled, {held} in all; {} failed", args.label, done.added, done.failed.len());
@@ -199,7 +199,7 @@ fn verify(args: VerifyArgs) -> Result<Code> {
         if json {
             let mut record = verification_json(&v);
             record["type"] = "verification".into();
-            record["probe"] = json!(path);
+            record["probe"] = json!(path_text(path));
             record["label"] = json!(args.label);
             record["threshold"] = json!(threshold);
             json_line(&record);
@@ -255,7 +255,9 @@ fn list(args: ListArgs) -> Result<Code> {
         for (label, n) in g.labels() {
             json_line(&json!({"type": "label", "label": label, "embeddings": n}));
         }
-        json_line(&json!({"type": "gallery", "path": args.gallery.gallery, "model": g.model(), "labels": g.len()}));
+        json_line(
+            &json!({"type": "gallery", "path": path_text(&args.gallery.gallery), "model": g.model(), "labels": g.len()}),
+        );
     } else {
         for (label, n) in g.labels() {
             println!("{label}\t{n}");

@@ -44,6 +44,12 @@ impl ModelArg {
     }
 }
 
+/// A path for a JSON record: JSON strings are Unicode, so a name that is not UTF-8 (legal on
+/// Unix) is written with U+FFFD in place of the bytes it cannot show, as text output shows it.
+pub fn path_text(path: &std::path::Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
 /// Writes one JSON Lines record to stdout.
 pub fn json_line(value: &serde_json::Value) {
     println!("{value}");
@@ -52,7 +58,9 @@ pub fn json_line(value: &serde_json::Value) {
 /// Reports a file that failed: an `error` record with `--json`, else a line on stderr.
 pub fn report_error(json: bool, path: &std::path::Path, e: &twinscan::Error) {
     if json {
-        json_line(&serde_json::json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}));
+        json_line(
+            &serde_json::json!({"type": "error", "path": path_text(path), "kind": e.kind(), "error": e.to_string()}),
+        );
     } else {
         eprintln!("twinscan: {e}");
     }

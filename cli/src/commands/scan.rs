@@ -18,7 +18,7 @@ use twinscan::store::FileLock;
 use twinscan::{Model, DEFAULT_BATCH};
 
 use super::act::{act, ActArgs};
-use super::{json_line, report_error, ModelArg};
+use super::{json_line, path_text, report_error, ModelArg};
 use crate::exit::Code;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -244,7 +244,7 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
 
 fn print_errors(report: &UpdateReport, format: Format, out: &mut impl Write) -> Result<()> {
     for e in &report.errors {
-        let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+        let path = e.path().map(path_text).unwrap_or_default();
         match format {
             Format::Json => {
                 json_line(&json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}))
@@ -273,11 +273,11 @@ fn print_groups(groups: &[Group], entries: &[Entry], format: Format, out: &mut i
                     .members
                     .iter()
                     .map(|m| {
-                        json!({"path": entries[m.entry].path, "distance": m.distance, "exact": m.exact, "contained": m.contained})
+                        json!({"path": path_text(&entries[m.entry].path), "distance": m.distance, "exact": m.exact, "contained": m.contained})
                     })
                     .collect();
                 json_line(
-                    &json!({"type": "group", "id": id + 1, "exact": g.exact(), "keep": keep.path, "members": members}),
+                    &json!({"type": "group", "id": id + 1, "exact": g.exact(), "keep": path_text(&keep.path), "members": members}),
                 );
             }
             Format::Csv => {
@@ -315,7 +315,7 @@ fn print_outliers(found: &[Outlier], entries: &[Entry], format: Format, out: &mu
     for o in found {
         let path = &entries[o.entry].path;
         match format {
-            Format::Json => json_line(&json!({"type": "outlier", "path": path, "score": o.score})),
+            Format::Json => json_line(&json!({"type": "outlier", "path": path_text(path), "score": o.score})),
             Format::Csv => writeln!(out, "outlier,,{},,,,{},", csv(&path.display().to_string()), o.score)?,
             Format::Text => writeln!(out, "outlier  score {:.4}  {}", o.score, path.display())?,
         }
@@ -432,7 +432,9 @@ pub fn run_query(args: QueryArgs) -> Result<Code> {
             let similar = d <= model.meta().threshold;
             matched |= similar;
             if args.json {
-                json_line(&json!({"type": "neighbour", "query": path, "path": p, "distance": d, "similar": similar}));
+                json_line(
+                    &json!({"type": "neighbour", "query": path_text(path), "path": path_text(p), "distance": d, "similar": similar}),
+                );
             } else {
                 writeln!(out, "  {d:.4}  {}{}", p.display(), if similar { "  (duplicate)" } else { "" })?;
             }
