@@ -129,3 +129,28 @@ fn another_model_and_damage_are_refused_with_the_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(std::fs::read(&g).unwrap(), bytes);
 }
+
+#[test]
+fn a_second_writer_process_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, g, index) = (model(dir.path(), 5), dir.path().join("g.twg"), dir.path().join("i.twinscan"));
+    let a = image(dir.path(), "a.png", 3);
+    let ok = twinscan(&["gallery", "enroll", "-g", s(&g), "--model", s(&m), "alice", s(&a)]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let scanned = twinscan(&["scan", "--model", s(&m), "--index", s(&index), s(&a)]);
+    assert_eq!(scanned.status.code(), Some(0), "{}", String::from_utf8_lossy(&scanned.stderr));
+    let before = (std::fs::read(&g).unwrap(), std::fs::read(&index).unwrap());
+
+    // This process is the first writer: it holds both locks while the CLI tries.
+    let _held = (twinscan::store::FileLock::acquire(&g).unwrap(), twinscan::store::FileLock::acquire(&index).unwrap());
+    for args in [
+        vec!["gallery", "enroll", "-g", s(&g), "--model", s(&m), "bob", s(&a)],
+        vec!["gallery", "remove", "-g", s(&g), "alice"],
+        vec!["scan", "--model", s(&m), "--index", s(&index), "--rebuild", s(&a)],
+    ] {
+        let out = twinscan(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another twinscan process"), "{out:?}");
+    }
+    assert_eq!((std::fs::read(&g).unwrap(), std::fs::read(&index).unwrap()), before, "nothing written");
+}
