@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command: Rust tests for the whole workspace, then the ONNX cross-check a user
-# with another runtime would make (onnx full checker + onnxruntime), in a virtualenv it creates.
+# with another runtime would make (onnx full checker + onnxruntime), in a virtualenv it creates
+# (the bad-input corpus test makes its files with that virtualenv's Pillow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${TWINSCAN_VENV:-.venv}"
-if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy, PIL" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi

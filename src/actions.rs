@@ -222,6 +222,9 @@ fn apply_step(step: &Step, journal: &mut Journal) -> Result<Outcome> {
             move_file(&step.path, to, &step.sha256)?;
         }
         Op::Link => {
+            if same_file(&step.path, &step.keep) {
+                return Ok(Outcome::Skipped("already a hard link to the kept image".into()));
+            }
             if sha256_of(&step.keep)? != step.sha256 {
                 return Ok(Outcome::Skipped(format!("{} changed since the scan", step.keep.display())));
             }
@@ -435,6 +438,26 @@ mod tests {
         let path = dir.join(name);
         fs::write(&path, bytes).unwrap();
         Step { group: 1, path, keep: dir.join("keep.png"), sha256: Sha256::digest(bytes).into(), op }
+    }
+
+    #[test]
+    fn files_already_linked_are_left_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = dir.path().join("keep.png");
+        fs::write(&keep, b"same").unwrap();
+        let s = Step {
+            group: 1,
+            path: dir.path().join("b.png"),
+            keep: keep.clone(),
+            sha256: Sha256::digest(b"same").into(),
+            op: Op::Link,
+        };
+        fs::hard_link(&keep, &s.path).unwrap();
+        let journal = dir.path().join("j.jsonl");
+        let out = apply(std::slice::from_ref(&s), &journal).unwrap();
+        assert!(matches!(&out[0], Outcome::Skipped(r) if r.contains("already")), "{out:?}");
+        assert!(undo(&journal).unwrap().is_empty(), "nothing journalled, nothing undone");
+        assert!(same_file(&s.path, &keep));
     }
 
     #[test]
