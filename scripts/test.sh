@@ -9,6 +9,15 @@ if ! "$venv/bin/python" -c "import onnx, onnxruntime, numpy, PIL" 2>/dev/null; t
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi
+# The report test renders a page in headless Chromium (Debian's package; elsewhere set
+# TWINSCAN_CHROMIUM to a Chromium binary).
+if [ -z "${TWINSCAN_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+  else
+    echo "scripts/test.sh: install chromium (apt-get install chromium chromium-driver) for the report test" >&2
+  fi
+fi
 cargo test --workspace --features train --locked
 # examples/match.rs, the gallery app, on its fixtures: each probe's answer (first two columns)
 # as examples/gallery/expected.txt records it. `cargo test` has just built it; `cargo run` would

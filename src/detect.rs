@@ -334,6 +334,8 @@ pub struct Outlier {
     pub entry: usize,
     /// Mean distance to its `k` nearest other images.
     pub score: f32,
+    /// Those neighbours (position in the entries, distance), nearest first.
+    pub neighbours: Vec<(usize, f32)>,
 }
 
 /// How outliers are flagged.
@@ -361,18 +363,20 @@ pub fn outliers(
     let search =
         Search::new(entries.iter().map(|e| e.embedding.as_slice()).collect(), model, kind, Purpose::Neighbours);
     let k = k.max(1);
-    let scores: Vec<Result<f32>> = entries
+    let scored: Vec<Result<Outlier>> = entries
         .par_iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(entry, e)| {
             // Its own byte copies (itself included) come first, at distance 0; skip past them.
             let hits = search.nearest(&e.embedding, k + copies[&e.sha256])?;
-            let d: Vec<f32> =
-                hits.into_iter().filter(|(j, _)| entries[*j].sha256 != e.sha256).map(|h| h.1).take(k).collect();
-            Ok(if d.is_empty() { 0.0 } else { d.iter().sum::<f32>() / d.len() as f32 })
+            let neighbours: Vec<(usize, f32)> =
+                hits.into_iter().filter(|(j, _)| entries[*j].sha256 != e.sha256).take(k).collect();
+            let n = neighbours.len().max(1) as f32;
+            Ok(Outlier { entry, score: neighbours.iter().map(|h| h.1).sum::<f32>() / n, neighbours })
         })
         .collect();
-    let scores: Vec<f32> = scores.into_iter().collect::<Result<_>>()?;
-    let mut all: Vec<Outlier> = scores.iter().enumerate().map(|(entry, &score)| Outlier { entry, score }).collect();
+    let mut all: Vec<Outlier> = scored.into_iter().collect::<Result<_>>()?;
+    let scores: Vec<f32> = all.iter().map(|o| o.score).collect();
     all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.entry.cmp(&b.entry)));
     Ok(match rule {
         OutlierRule::Top(n) => all.into_iter().take(n).collect(),

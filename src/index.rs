@@ -184,6 +184,20 @@ mod tests {
         assert!(index.check_model(&path, "abc123", "mirror-rotate").is_err());
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn names_that_are_not_utf8_round_trip_and_utf8_ones_are_stored_as_before() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut index = sample();
+        index.entries[0].path = Path::new(std::ffi::OsStr::from_bytes(b"a/\xff\xfe.jpg")).to_path_buf();
+        let bytes = index.to_bytes().unwrap();
+        assert_eq!(Index::from_bytes(&bytes, Path::new("i")).unwrap(), index);
+        // Bytes and strings share postcard's encoding, so indexes written before read the same.
+        let as_text = postcard::to_allocvec(&"a/b.jpg").unwrap();
+        let as_bytes = postcard::to_allocvec(&Entry { ..sample().entries[0].clone() }).unwrap();
+        assert!(as_bytes.starts_with(&as_text));
+    }
+
     #[test]
     fn an_index_of_another_format_is_refused_with_the_way_out() {
         let path = Path::new("old.twinscan");

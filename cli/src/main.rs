@@ -3,6 +3,7 @@
 
 mod commands;
 mod exit;
+mod report;
 
 use std::process::ExitCode;
 

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -77,6 +78,9 @@ pub struct IndexArgs {
     /// Same as `--format csv`.
     #[arg(long, conflicts_with_all = ["format", "json"])]
     csv: bool,
+    /// Also write the results as one self-contained HTML page (thumbnails inline).
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
 }
 
 impl IndexArgs {
@@ -350,11 +354,48 @@ fn print_summary(report: &UpdateReport, files: usize, found: &Found, format: For
     }
 }
 
+/// Writes the `--html` page, if asked for.
+fn write_html(
+    args: &IndexArgs,
+    roots: &[PathBuf],
+    model: &Model,
+    found: (&Index, &[Group], &[Outlier]),
+    report: &UpdateReport,
+    files: usize,
+    started: Instant,
+) -> Result<()> {
+    let Some(path) = &args.html else { return Ok(()) };
+    let (index, groups, outliers) = found;
+    let errors =
+        report.errors.iter().map(|e| (e.path().map(path_text).unwrap_or_default(), e.kind(), e.to_string())).collect();
+    let summary = vec![
+        ("files", files.to_string()),
+        ("embedded", report.embedded.to_string()),
+        ("unchanged", report.unchanged.to_string()),
+        ("not images", report.not_images.to_string()),
+        ("errors", report.errors.len().to_string()),
+        ("groups", groups.len().to_string()),
+        ("duplicates", groups.iter().map(|g| g.members.len() - 1).sum::<usize>().to_string()),
+        ("outliers", outliers.len().to_string()),
+        ("model", model.label().to_string()),
+        ("time", format!("{:.1} s", started.elapsed().as_secs_f64())),
+    ];
+    let page = crate::report::Report { roots, entries: &index.entries, groups, outliers, errors, summary };
+    crate::report::write(path, &page)?;
+    if args.format() == Format::Json {
+        json_line(&json!({"type": "report", "path": path_text(path)}));
+    } else {
+        eprintln!("twinscan: report written to {}", path.display());
+    }
+    Ok(())
+}
+
 fn rule(args: &OutlierArgs) -> OutlierRule {
     args.top.map_or(OutlierRule::Robust, OutlierRule::Top)
 }
 
 pub fn run_scan(args: ScanArgs) -> Result<Code> {
+    let started = Instant::now();
     let model = args.common.model.load()?;
     let threshold = args.threshold.unwrap_or(model.meta().threshold);
     if !(threshold.is_finite() && threshold >= 0.0) {
@@ -384,6 +425,8 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
         outliers: found_outliers.len(),
     };
     print_summary(&report, files, &found, format);
+    // Before any action, so that the page shows every file where the scan found it.
+    write_html(&args.common, &args.roots, &model, (&index, &groups, &found_outliers), &report, files, started)?;
     if act(&args.act, &groups, &index.entries, format == Format::Json)? {
         return Ok(Code::Error);
     }
@@ -391,6 +434,7 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
 }
 
 pub fn run_outliers(args: OutliersArgs) -> Result<Code> {
+    let started = Instant::now();
     let model = args.common.model.load()?;
     let format = args.common.format();
     let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
@@ -404,6 +448,7 @@ pub fn run_outliers(args: OutliersArgs) -> Result<Code> {
     print_errors(&report, format, &mut out)?;
     let found = Found { groups: 0, duplicates: 0, outliers: found_outliers.len() };
     print_summary(&report, files, &found, format);
+    write_html(&args.common, &args.roots, &model, (&index, &[], &found_outliers), &report, files, started)?;
     Ok(if found.outliers > 0 { Code::Found } else { Code::Nothing })
 }
 
