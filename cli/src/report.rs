@@ -80,7 +80,7 @@ fn thumbnail(path: &Path) -> String {
     }
 }
 
-fn kilobytes(bytes: u64) -> String {
+fn human_size(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{:.1} MB", bytes as f64 / f64::from(1 << 20))
     } else {
@@ -95,7 +95,7 @@ fn figure(e: &Entry, thumb: &str, role: &str, facts: &[String]) -> String {
         r#"<b>{role}</b> <code class="path">{path}</code><br>{}x{} · {}"#,
         e.dims.0,
         e.dims.1,
-        kilobytes(e.size)
+        human_size(e.size)
     );
     for f in facts {
         let _ = write!(caption, "<br>{f}");
