@@ -9,6 +9,7 @@ use twinscan::actions::{self, Action, Op, Outcome, Step};
 use twinscan::detect::Group;
 use twinscan::index::Entry;
 
+use super::scan::{csv, Format};
 use super::{json_line, path_text};
 use crate::exit::Code;
 
@@ -89,7 +90,8 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// Plans (and with --apply carries out) the action on `groups`; true when an action failed.
-pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], json: bool) -> Result<bool> {
+pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], format: Format) -> Result<bool> {
+    let json = format == Format::Json;
     let Some(action) = args.action() else { return Ok(false) };
     let steps = actions::plan(groups, entries, &action);
     if !args.apply {
@@ -98,7 +100,7 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], json: bool) -> R
                 Op::Skip(reason) => ("skip", Some(reason.as_str())),
                 _ => ("planned", None),
             };
-            print_step(step, status, reason, json);
+            print_step(step, status, reason, format);
         }
         if !json {
             eprintln!("twinscan: a plan only; nothing changed (--apply carries it out)");
@@ -117,11 +119,11 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], json: bool) -> R
     let mut failed = false;
     for (step, outcome) in steps.iter().zip(&outcomes) {
         match outcome {
-            Outcome::Done => print_step(step, "done", None, json),
-            Outcome::Skipped(reason) => print_step(step, "skipped", Some(reason), json),
+            Outcome::Done => print_step(step, "done", None, format),
+            Outcome::Skipped(reason) => print_step(step, "skipped", Some(reason), format),
             Outcome::Failed(e) => {
                 failed = true;
-                print_step(step, "failed", Some(&e.to_string()), json);
+                print_step(step, "failed", Some(&e.to_string()), format);
             }
         }
     }
@@ -133,14 +135,14 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], json: bool) -> R
     Ok(failed)
 }
 
-fn print_step(step: &Step, status: &str, reason: Option<&str>, json: bool) {
+fn print_step(step: &Step, status: &str, reason: Option<&str>, format: Format) {
     let path = path_text(&step.path);
     let (op, to) = match &step.op {
         Op::Move(to) => ("move", Some(path_text(to))),
         Op::Link => ("link", Some(path_text(&step.keep))),
         Op::Skip(_) => ("none", None),
     };
-    if json {
+    if format == Format::Json {
         json_line(&json!({
             "type": "action", "status": status, "group": step.group, "op": op, "path": path,
             "to": to, "keep": path_text(&step.keep), "reason": reason,
@@ -150,11 +152,17 @@ fn print_step(step: &Step, status: &str, reason: Option<&str>, json: bool) {
     let what = match (&step.op, to) {
         (Op::Move(_), Some(to)) => format!("move {path} -> {to}"),
         (Op::Link, Some(keep)) => format!("link {path} -> {keep}"),
-        _ => path,
+        _ => path.clone(),
     };
-    match reason {
-        Some(reason) => println!("{status:<8} {what}  ({reason})"),
-        None => println!("{status:<8} {what}"),
+    let detail = match reason {
+        Some(reason) => format!("{what}  ({reason})"),
+        None => what,
+    };
+    if format == Format::Csv {
+        // The scan's columns: type, group, path, role (the status), ..., error (what and why).
+        println!("action,{},{},{status},,,,{}", step.group, csv(&path), csv(&detail));
+    } else {
+        println!("{status:<8} {detail}");
     }
 }
 

@@ -260,7 +260,8 @@ fn print_errors(report: &UpdateReport, format: Format, out: &mut impl Write) -> 
     Ok(())
 }
 
-fn csv(s: &str) -> String {
+/// A CSV field, quoted when it must be.
+pub fn csv(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -427,7 +428,7 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
     print_summary(&report, files, &found, format);
     // Before any action, so that the page shows every file where the scan found it.
     write_html(&args.common, &args.roots, &model, (&index, &groups, &found_outliers), &report, files, started)?;
-    if act(&args.act, &groups, &index.entries, format == Format::Json)? {
+    if act(&args.act, &groups, &index.entries, format)? {
         return Ok(Code::Error);
     }
     Ok(if found.groups + found.outliers > 0 { Code::Found } else { Code::Nothing })
