@@ -125,7 +125,7 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
     html.push_str("</dl></header>\n");
     html.push_str(TOOLS);
 
-    let _ = write!(html, "<section id=\"groups\"><h2>Duplicate groups ({})</h2>\n", r.groups.len());
+    let _ = writeln!(html, "<section id=\"groups\"><h2>Duplicate groups ({})</h2>", r.groups.len());
     for (n, g) in r.groups.iter().enumerate() {
         let paths: Vec<String> =
             g.members.iter().map(|m| r.entries[m.entry].path.to_string_lossy().to_lowercase()).collect();
@@ -157,7 +157,7 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
 
     if !r.outliers.is_empty() {
         let _ =
-            write!(html, "<section id=\"outliers\"><h2>Outliers ({}), highest score first</h2>\n", r.outliers.len());
+            writeln!(html, "<section id=\"outliers\"><h2>Outliers ({}), highest score first</h2>", r.outliers.len());
         for (n, o) in r.outliers.iter().enumerate() {
             let e = &r.entries[o.entry];
             let _ = write!(
