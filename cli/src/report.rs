@@ -21,8 +21,10 @@ const THUMB_QUALITY: u8 = 70;
 pub struct Report<'a> {
     pub roots: &'a [PathBuf],
     pub entries: &'a [Entry],
-    pub groups: &'a [Group],
-    pub outliers: &'a [Outlier],
+    /// `None` where the command does not look for them (`outliers` has no groups, `scan`
+    /// without `--outliers` no outliers), so the page does not claim there are none.
+    pub groups: Option<&'a [Group]>,
+    pub outliers: Option<&'a [Outlier]>,
     /// (path, kind, message) of each file that failed.
     pub errors: Vec<(String, &'static str, String)>,
     /// (label, value) lines of the summary.
@@ -105,8 +107,9 @@ fn figure(e: &Entry, thumb: &str, role: &str, facts: &[String]) -> String {
 
 /// Writes the page to `path` (a new file or one replaced whole).
 pub fn write(path: &Path, r: &Report) -> Result<()> {
-    let mut shown: Vec<usize> = r.groups.iter().flat_map(|g| g.members.iter().map(|m| m.entry)).collect();
-    for o in r.outliers {
+    let (groups, outliers) = (r.groups.unwrap_or_default(), r.outliers.unwrap_or_default());
+    let mut shown: Vec<usize> = groups.iter().flat_map(|g| g.members.iter().map(|m| m.entry)).collect();
+    for o in outliers {
         shown.push(o.entry);
         shown.extend(o.neighbours.iter().map(|n| n.0));
     }
@@ -125,8 +128,10 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
     html.push_str("</dl></header>\n");
     html.push_str(TOOLS);
 
-    let _ = writeln!(html, "<section id=\"groups\"><h2>Duplicate groups ({})</h2>", r.groups.len());
-    for (n, g) in r.groups.iter().enumerate() {
+    if r.groups.is_some() {
+        let _ = writeln!(html, "<section id=\"groups\"><h2>Duplicate groups ({})</h2>", groups.len());
+    }
+    for (n, g) in groups.iter().enumerate() {
         let paths: Vec<String> =
             g.members.iter().map(|m| r.entries[m.entry].path.to_string_lossy().to_lowercase()).collect();
         let exact = if g.exact() { r#" <span class="tag">exact copies</span>"# } else { "" };
@@ -153,12 +158,13 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
         }
         html.push_str("</div></article>\n");
     }
-    html.push_str("</section>\n");
+    if r.groups.is_some() {
+        html.push_str("</section>\n");
+    }
 
-    if !r.outliers.is_empty() {
-        let _ =
-            writeln!(html, "<section id=\"outliers\"><h2>Outliers ({}), highest score first</h2>", r.outliers.len());
-        for (n, o) in r.outliers.iter().enumerate() {
+    if r.outliers.is_some() {
+        let _ = writeln!(html, "<section id=\"outliers\"><h2>Outliers ({}), highest score first</h2>", outliers.len());
+        for (n, o) in outliers.iter().enumerate() {
             let e = &r.entries[o.entry];
             let _ = write!(
                 html,
