@@ -360,13 +360,13 @@ fn write_html(
     args: &IndexArgs,
     roots: &[PathBuf],
     model: &Model,
-    found: (&Index, Option<&[Group]>, Option<&[Outlier]>),
+    shown: (&Index, Option<&[Group]>, Option<&[Outlier]>),
     report: &UpdateReport,
-    files: usize,
+    (files, found): (usize, &Found),
     started: Instant,
 ) -> Result<()> {
     let Some(path) = &args.html else { return Ok(()) };
-    let (index, groups, outliers) = found;
+    let (index, groups, outliers) = shown;
     let errors =
         report.errors.iter().map(|e| (e.path().map(path_text).unwrap_or_default(), e.kind(), e.to_string())).collect();
     let summary = vec![
@@ -375,9 +375,9 @@ fn write_html(
         ("unchanged", report.unchanged.to_string()),
         ("not images", report.not_images.to_string()),
         ("errors", report.errors.len().to_string()),
-        ("groups", groups.map_or(0, <[Group]>::len).to_string()),
-        ("duplicates", groups.unwrap_or_default().iter().map(|g| g.members.len() - 1).sum::<usize>().to_string()),
-        ("outliers", outliers.map_or(0, <[Outlier]>::len).to_string()),
+        ("groups", found.groups.to_string()),
+        ("duplicates", found.duplicates.to_string()),
+        ("outliers", found.outliers.to_string()),
         ("model", model.label().to_string()),
         ("time", format!("{:.1} s", started.elapsed().as_secs_f64())),
     ];
@@ -428,7 +428,7 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
     print_summary(&report, files, &found, format);
     // Before any action, so that the page shows every file where the scan found it.
     let asked = args.outliers.then_some(found_outliers.as_slice());
-    write_html(&args.common, &args.roots, &model, (&index, Some(&groups), asked), &report, files, started)?;
+    write_html(&args.common, &args.roots, &model, (&index, Some(&groups), asked), &report, (files, &found), started)?;
     if act(&args.act, &groups, &index.entries, format)? {
         return Ok(Code::Error);
     }
@@ -450,7 +450,15 @@ pub fn run_outliers(args: OutliersArgs) -> Result<Code> {
     print_errors(&report, format, &mut out)?;
     let found = Found { groups: 0, duplicates: 0, outliers: found_outliers.len() };
     print_summary(&report, files, &found, format);
-    write_html(&args.common, &args.roots, &model, (&index, None, Some(&found_outliers)), &report, files, started)?;
+    write_html(
+        &args.common,
+        &args.roots,
+        &model,
+        (&index, None, Some(&found_outliers)),
+        &report,
+        (files, &found),
+        started,
+    )?;
     Ok(if found.outliers > 0 { Code::Found } else { Code::Nothing })
 }
 
