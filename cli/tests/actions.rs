@@ -1,24 +1,14 @@
 //! `scan --quarantine` / `--hardlink`, plan and `--apply`, then `twinscan undo`: on a temporary
 //! copy of `examples/photos`, every byte (and mode) of the tree is compared before and after.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use serde_json::Value;
-
-fn twinscan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
-}
-
-fn records(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
-}
-
-fn of_type<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["type"] == t).collect()
-}
+use common::{of_type, records, twinscan};
 
 /// Every file under `root`: bytes, permission bits and modification time.
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32, i64)> {

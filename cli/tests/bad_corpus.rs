@@ -3,6 +3,8 @@
 //! the good copies (every format and layout) are grouped as the corpus says, and a rescan finds
 //! the same. Needs the virtualenv that `scripts/test.sh` makes (`.venv`, or `$TWINSCAN_VENV`).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use common::records;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -82,10 +86,6 @@ fn expected(corpus: &Path) -> Expected {
         })
         .collect();
     Expected { errors, groups, silent }
-}
-
-fn records(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
 }
 
 fn found_groups(records: &[Value]) -> BTreeSet<Vec<String>> {

@@ -1,15 +1,14 @@
 //! The CLI end to end (fd's habit): build a temporary tree, run the binary, assert on its output
 //! and exit code.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use twinscan::image;
 use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
 
-fn twinscan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
-}
+use common::twinscan;
 
 fn model(dir: &Path) -> PathBuf {
     let spec = TowerSpec::compact(InputShape { channels: 3, height: 32, width: 32 }, 16);

@@ -1,15 +1,14 @@
 //! `twinscan gallery` end to end on a temporary gallery: enroll, list, verify, identify with
 //! open-set rejection, remove; a gallery of another model and a damaged one are refused.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use twinscan::image;
 use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
 
-fn twinscan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
-}
+use common::{records as json, twinscan};
 
 fn model(dir: &Path, seed: u64) -> PathBuf {
     let spec = TowerSpec::compact(InputShape { channels: 3, height: 32, width: 32 }, 16);
@@ -32,10 +31,6 @@ fn image(dir: &Path, name: &str, seed: u32) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn json(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]

@@ -2,22 +2,14 @@
 //! Chromium with every group and every thumbnail (Debian's `chromium`; `scripts/test.sh`
 //! installs it where it can, or set `TWINSCAN_CHROMIUM` to a Chromium binary).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-fn twinscan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/photos")
-}
-
-fn records(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
-}
+use common::{examples, records, twinscan};
 
 /// Scans `dir` with `--json --outliers --top 1 --html`; returns the records and the page.
 fn scan_with_report(dir: &Path, work: &Path) -> (Vec<Value>, PathBuf) {

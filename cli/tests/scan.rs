@@ -1,26 +1,13 @@
 //! `twinscan scan` end to end with the built-in model on `examples/photos` (planted copies and
 //! one outlier), plus hostile files, rescans and a damaged index.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
 
 use serde_json::Value;
 
-fn twinscan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/photos")
-}
-
-fn records(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
-}
-
-fn of_type<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["type"] == t).collect()
-}
+use common::{examples, of_type, records, twinscan};
 
 fn name(v: &Value) -> String {
     Path::new(v.as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned()
