@@ -8,17 +8,7 @@ use std::path::{Path, PathBuf};
 use twinscan::image;
 use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
 
-use common::twinscan;
-
-fn model(dir: &Path) -> PathBuf {
-    let spec = TowerSpec::compact(InputShape { channels: 3, height: 32, width: 32 }, 16);
-    let bytes =
-        tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 5).unwrap(), &tower::untrained_meta(&spec).unwrap())
-            .unwrap();
-    let path = dir.join("tower.onnx");
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
+use common::{model, s, twinscan};
 
 fn image(dir: &Path, name: &str, seed: u32) -> PathBuf {
     let img =
@@ -28,14 +18,10 @@ fn image(dir: &Path, name: &str, seed: u32) -> PathBuf {
     path
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 #[test]
 fn embed_json_lines_report_each_file_and_failures_set_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
-    let m = model(dir.path());
+    let m = model(dir.path(), 5);
     let a = image(dir.path(), "a.png", 3);
     let bad = dir.path().join("bad.jpg");
     std::fs::write(&bad, b"garbage").unwrap();
@@ -55,7 +41,7 @@ fn embed_json_lines_report_each_file_and_failures_set_exit_code_2() {
 #[test]
 fn embed_succeeds_with_exit_code_0() {
     let dir = tempfile::tempdir().unwrap();
-    let m = model(dir.path());
+    let m = model(dir.path(), 5);
     let a = image(dir.path(), "a.png", 3);
     let out = twinscan(&["embed", "-m", s(&m), s(&a)]);
     assert_eq!(out.status.code(), Some(0));
@@ -67,7 +53,7 @@ fn embed_succeeds_with_exit_code_0() {
 #[test]
 fn compare_reports_distance_probability_and_verdict() {
     let dir = tempfile::tempdir().unwrap();
-    let m = model(dir.path());
+    let m = model(dir.path(), 5);
     let a = image(dir.path(), "a.png", 3);
     let a2 = dir.path().join("a-copy.jpg");
     image::open(&a).unwrap().save(&a2).unwrap();
@@ -99,7 +85,7 @@ fn unusable_model_is_an_error_with_its_path() {
 #[test]
 fn compare_with_an_unreadable_image_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let m = model(dir.path());
+    let m = model(dir.path(), 5);
     let a = image(dir.path(), "a.png", 3);
     let out = twinscan(&["compare", "-m", s(&m), s(&a), "/nonexistent/b.png"]);
     assert_eq!(out.status.code(), Some(2));

@@ -6,19 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use twinscan::image;
-use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
 
-use common::{records as json, twinscan};
-
-fn model(dir: &Path, seed: u64) -> PathBuf {
-    let spec = TowerSpec::compact(InputShape { channels: 3, height: 32, width: 32 }, 16);
-    let bytes =
-        tower::write_onnx(&spec, &TowerWeights::seeded(&spec, seed).unwrap(), &tower::untrained_meta(&spec).unwrap())
-            .unwrap();
-    let path = dir.join(format!("tower{seed}.onnx"));
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
+use common::{model, records as json, s, twinscan};
 
 fn image(dir: &Path, name: &str, seed: u32) -> PathBuf {
     let img = image::RgbImage::from_fn(40, 40, |x, y| {
@@ -27,10 +16,6 @@ fn image(dir: &Path, name: &str, seed: u32) -> PathBuf {
     let path = dir.join(name);
     img.save(&path).unwrap();
     path
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

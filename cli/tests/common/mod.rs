@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
 
 pub fn twinscan(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
@@ -22,4 +23,20 @@ pub fn records(out: &Output) -> Vec<Value> {
 
 pub fn of_type<'a>(records: &'a [Value], t: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["type"] == t).collect()
+}
+
+/// A small untrained RGB tower (compact, 32x32, 16 values) written as `tower<seed>.onnx`.
+pub fn model(dir: &Path, seed: u64) -> PathBuf {
+    let spec = TowerSpec::compact(InputShape { channels: 3, height: 32, width: 32 }, 16);
+    let bytes =
+        tower::write_onnx(&spec, &TowerWeights::seeded(&spec, seed).unwrap(), &tower::untrained_meta(&spec).unwrap())
+            .unwrap();
+    let path = dir.join(format!("tower{seed}.onnx"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A path as the `&str` an argument list takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
