@@ -4,12 +4,16 @@ normal, the other classes' anomalies; score the mean distance to the 5 nearest t
 of the class), on raw pixels, on the model's embedding and on the named inner tensors, read with
 onnxruntime by adding them to the graph's outputs.
 
-Usage: .venv/bin/python scripts/inner_features.py DATA_DIR MODEL.onnx [TENSOR[:pool]...]
+Usage: .venv/bin/python scripts/inner_features.py DATA_DIR MODEL.onnx [TENSOR[:pool|:avgK]...]
   TENSOR is a node output of the model (for example l10.out, the last ReLU of compact-l2);
-  :pool max pools it 2x2 first. Each is flattened, then scored as it is and L2-normalised.
+  :pool max pools it 2x2 first, :avgK average pools it KxK. Each is flattened, then scored as
+  it is and L2-normalised.
 Example (the model as of commit 84b3416):
   git show 84b3416:models/fashion-0-4-compact-l2-supcon.onnx > /tmp/f.onnx
   .venv/bin/python scripts/inner_features.py data/fashion-mnist /tmp/f.onnx l12.out l10.out l10.out:pool
+and the three-stage compact-proj model as of commit 072ac62 (l6.out: its second stage's ReLU):
+  git show 072ac62:models/fashion-0-4-compact-proj-supcon.onnx > /tmp/p.onnx
+  .venv/bin/python scripts/inner_features.py data/fashion-mnist /tmp/p.onnx l10.out:avg2 l10.out:avg3 l6.out:avg4
 """
 import gzip
 import os
@@ -66,9 +70,11 @@ def main():
                 for b in np.array_split(images, max(1, len(images) // 2000))]
         return {n: np.concatenate([o[i] for o in outs]) for i, n in enumerate(["embedding"] + names)}
 
-    def pool(a):
-        h, w = a.shape[2] // 2 * 2, a.shape[3] // 2 * 2
-        return a[:, :, :h, :w].reshape(len(a), a.shape[1], h // 2, 2, w // 2, 2).max((3, 5))
+    def pool(a, how):
+        k = 2 if how == "pool" else int(how[3:])
+        h, w = a.shape[2] // k * k, a.shape[3] // k * k
+        windows = a[:, :, :h, :w].reshape(len(a), a.shape[1], h // k, k, w // k, k)
+        return windows.max((3, 5)) if how == "pool" else windows.mean((3, 5))
 
     def report(label, f_train, f_test):
         per = [auroc(knn(f_train[y_train == c], f_test), y_test != c) for c in CLASSES]
@@ -80,10 +86,10 @@ def main():
     report("pixels", flat(x_train) / 255, flat(x_test) / 255)
     report("embedding", f_train["embedding"], f_test["embedding"])
     for t in tensors:
-        name, pooled = t.split(":")[0], t.endswith(":pool")
+        name, _, how = t.partition(":")
         a, b = f_train[name], f_test[name]
-        if pooled:
-            a, b = pool(a), pool(b)
+        if how:
+            a, b = pool(a, how), pool(b, how)
         a, b = flat(a), flat(b)
         report(t, a, b)
         report(t + " L2", norm(a), norm(b))

@@ -129,7 +129,7 @@ fn a_projection_head_is_trained_but_left_out_of_the_model() {
     let data = synthetic(30, 5);
     let spec = TowerSpec::compact_projected(InputShape { channels: 1, height: SIDE, width: SIDE }, 8);
     let features = spec.embedding_dim().unwrap();
-    assert_eq!(features, 64, "64 channels pooled to 1x1 on 12x12 images");
+    assert_eq!(features, 64 * 3 * 3, "64 channels averaged on a 3x3 grid of 12x12 images");
     for loss in [Loss::SupCon { temperature: 0.1 }, Loss::Bce] {
         let trained = run(&config(spec.clone(), loss, 5), &data);
         let model = assert_parity(&trained, &data);

@@ -1,6 +1,6 @@
 //! Random views of a small image for self-supervised training: the same picture, drawn a little
-//! differently (pose, size, position, stroke width, a missing patch), the variation within a
-//! class of handwritten digits or product photos that a tower should look through.
+//! differently (pose, size, position, stroke width, a missing patch, brightness), the variation
+//! within a class of handwritten digits or product photos that a tower should look through.
 
 use crate::tower::{InputShape, SplitMix64};
 
@@ -8,8 +8,8 @@ use crate::tower::{InputShape, SplitMix64};
 /// degrees, scaled by 0.85-1.15 and shifted by up to an eighth of its size about its centre
 /// (bilinear; outside is 0, the background of digits and product photos on black); then, each
 /// with probability 1/3, strokes thickened or thinned (a 2x2 maximum or minimum) and a patch of
-/// up to a quarter of each side set to 0. Other strengths scale the ranges and probabilities
-/// (0: the image as it is).
+/// up to a quarter of each side set to 0; last, every value scaled by 0.6-1.4 (clamped to 255).
+/// Other strengths scale the ranges and probabilities (0: the image as it is).
 pub fn jitter(image: &[u8], shape: InputShape, strength: f32, rng: &mut SplitMix64) -> Vec<u8> {
     let (h, w) = (shape.height, shape.width);
     let k = strength.clamp(0.0, 2.0);
@@ -22,6 +22,9 @@ pub fn jitter(image: &[u8], shape: InputShape, strength: f32, rng: &mut SplitMix
     let erase = uniform(0.0, 1.0) < k / 3.0;
     let (ew, eh) = ((uniform(0.1, 0.25) * w as f32) as usize, (uniform(0.1, 0.25) * h as f32) as usize);
     let (ex, ey) = ((uniform(0.0, 1.0) * (w - ew) as f32) as usize, (uniform(0.0, 1.0) * (h - eh) as f32) as usize);
+    // Without it, two views of an image share their grey levels, and telling images apart by
+    // brightness alone would do (compact-proj on Fashion-MNIST 0-4: test-pair AUC 0.80, 0.72 without).
+    let gain = 1.0 + k * uniform(-0.4, 0.4);
     let (sin, cos) = angle.sin_cos();
     let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let mut out = Vec::with_capacity(image.len());
@@ -65,7 +68,7 @@ pub fn jitter(image: &[u8], shape: InputShape, strength: f32, rng: &mut SplitMix
                     moved[y * w + x]
                 };
                 let erased = erase && (ex..ex + ew).contains(&x) && (ey..ey + eh).contains(&y);
-                out.push(if erased { 0 } else { v });
+                out.push(if erased { 0 } else { (f32::from(v) * gain).round().clamp(0.0, 255.0) as u8 });
             }
         }
     }
@@ -84,13 +87,17 @@ mod tests {
             .collect();
         let bar: Vec<u8> =
             (0..256).map(|i| if (2..14).contains(&(i % 16)) && (7..9).contains(&(i / 16)) { 255 } else { 0 }).collect();
-        let diff =
-            |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| (f32::from(*x) - f32::from(*y)).abs()).sum::<f32>();
+        // Cosine distance, blind to the brightness a view may change.
+        let diff = |a: &[u8], b: &[u8]| {
+            let dot = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| f32::from(*x) * f32::from(*y)).sum::<f32>();
+            1.0 - dot(a, b) / (dot(a, a) * dot(b, b)).sqrt().max(1.0)
+        };
         let mut rng = SplitMix64::new(1);
         let views: Vec<Vec<u8>> = (0..20).map(|_| jitter(&square, shape, 1.0, &mut rng)).collect();
         assert_eq!(views[0], jitter(&square, shape, 1.0, &mut SplitMix64::new(1)), "seeded");
         assert_eq!(jitter(&square, shape, 0.0, &mut rng), square, "strength 0 is the image");
         assert!(views.iter().any(|v| v != &square));
+        assert!(views.iter().any(|v| v.iter().all(|&p| p < 250)), "no view dimmer than the image");
         for v in &views {
             assert_eq!(v.len(), square.len());
             assert!(diff(v, &square) < diff(v, &bar), "a view strays nearer another image");

@@ -164,12 +164,13 @@ pub fn to_model_proto(spec: &TowerSpec, weights: &TowerWeights, meta: &ModelMeta
                 g.node("BatchNormalization", name, all, vec![attr_float("epsilon", eps)])
             }
             Layer::Relu => g.node("Relu", name, vec![x], vec![]),
-            Layer::MaxPool2d { kernel, stride } => {
+            Layer::MaxPool2d { kernel, stride } | Layer::AvgPool2d { kernel, stride } => {
                 let attrs = vec![
                     attr_ints("kernel_shape", vec![kernel as i64; 2]),
                     attr_ints("strides", vec![stride as i64; 2]),
                 ];
-                g.node("MaxPool", name, vec![x], attrs)
+                let op = if matches!(layer, Layer::MaxPool2d { .. }) { "MaxPool" } else { "AveragePool" };
+                g.node(op, name, vec![x], attrs)
             }
             Layer::GlobalAvgPool => g.node("GlobalAveragePool", name, vec![x], vec![]),
             Layer::Flatten => g.node("Flatten", name, vec![x], vec![attr_int("axis", 1)]),

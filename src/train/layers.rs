@@ -289,7 +289,7 @@ pub(super) fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     });
 }
 
-/// Geometry of a max pooling on one image.
+/// Geometry of a pooling on one image.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PoolGeo {
     pub h: usize,
@@ -354,6 +354,39 @@ pub(super) fn max_pool_backward(g: &PoolGeo, arg: &[u32], dy: &[f32], dx: &mut [
             }
         },
     );
+}
+
+/// Average pooling (windows that overlap the edge are left out, as ONNX's floor mode does).
+pub(super) fn avg_pool_forward(g: &PoolGeo, x: &[f32], y: &mut [f32]) {
+    let (hw, ohw, area) = (g.h * g.w, g.ho * g.wo, (g.k * g.k) as f32);
+    y.par_chunks_mut(ohw).zip(x.par_chunks(hw)).with_min_len(64).for_each(|(y, x)| {
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                let window = (0..g.k).flat_map(|ky| {
+                    let row = (oy * g.stride + ky) * g.w + ox * g.stride;
+                    &x[row..row + g.k]
+                });
+                y[oy * g.wo + ox] = window.sum::<f32>() / area;
+            }
+        }
+    });
+}
+
+/// Spreads each output gradient evenly over its window.
+pub(super) fn avg_pool_backward(g: &PoolGeo, dy: &[f32], dx: &mut [f32]) {
+    let (hw, ohw, area) = (g.h * g.w, g.ho * g.wo, (g.k * g.k) as f32);
+    dx.par_chunks_mut(hw).zip(dy.par_chunks(ohw)).with_min_len(64).for_each(|(dx, dy)| {
+        dx.fill(0.0);
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                let share = dy[oy * g.wo + ox] / area;
+                for ky in 0..g.k {
+                    let row = (oy * g.stride + ky) * g.w + ox * g.stride;
+                    dx[row..row + g.k].iter_mut().for_each(|d| *d += share);
+                }
+            }
+        }
+    });
 }
 
 pub(super) fn global_avg_pool_forward(hw: usize, x: &[f32], y: &mut [f32]) {
@@ -433,5 +466,29 @@ pub(super) fn l2_backward(d: usize, y: &[f32], norms: &[f32], dy: &[f32], dx: &m
         for ((dx, dy), y) in dx.iter_mut().zip(dy).zip(y) {
             *dx = (dy - y * along) / n.max(NORM_FLOOR);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Overlapping windows, which the candle reference in `net` does not cover: the forward
+    /// against a direct sum, the backward as the forward's adjoint (<Ax, y> = <x, A'y>).
+    #[test]
+    fn overlapping_average_pooling_and_its_adjoint() {
+        let g = PoolGeo { h: 6, w: 5, k: 3, stride: 2, ho: 2, wo: 2 };
+        let x: Vec<f32> = (0..2 * 30).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+        let mut y = vec![0.0; 2 * 4];
+        avg_pool_forward(&g, &x, &mut y);
+        let plane = &x[30..];
+        let direct: f32 = (2..5).flat_map(|r| (2..5).map(move |c| plane[r * 5 + c])).sum::<f32>() / 9.0;
+        assert!((y[4 + 3] - direct).abs() < 1e-6, "{} vs {direct}", y[7]);
+        let dy: Vec<f32> = (0..8).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let mut dx = vec![f32::NAN; 60];
+        avg_pool_backward(&g, &dy, &mut dx);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
+        assert!((dot(&y, &dy) - dot(&x, &dx)).abs() < 1e-4);
+        assert_eq!(dx[5 * 5 + 4], 0.0, "the last row is in no window");
     }
 }

@@ -58,6 +58,7 @@ enum Kind {
     BatchNorm { c: usize, hw: usize, eps: f32, gamma: Range<usize>, beta: Range<usize>, running: usize },
     Relu,
     MaxPool(PoolGeo),
+    AvgPool(PoolGeo),
     GlobalAvgPool { hw: usize },
     Flatten,
     Linear { i: usize, o: usize, w: Range<usize>, b: Range<usize> },
@@ -125,6 +126,7 @@ impl Plan {
                 }
                 Layer::Relu => Kind::Relu,
                 Layer::MaxPool2d { kernel, stride } => Kind::MaxPool(PoolGeo { h, w, k: kernel, stride, ho, wo }),
+                Layer::AvgPool2d { kernel, stride } => Kind::AvgPool(PoolGeo { h, w, k: kernel, stride, ho, wo }),
                 Layer::GlobalAvgPool => Kind::GlobalAvgPool { hw: h * w },
                 Layer::Flatten => Kind::Flatten,
                 Layer::Linear { .. } => Kind::Linear { i: c, o, w: take()?, b: take()? },
@@ -185,6 +187,7 @@ impl Plan {
                 }
                 Kind::Relu => l::relu_forward(x, y),
                 Kind::MaxPool(g) => l::max_pool_forward(g, x, y, &mut ws.args[i]),
+                Kind::AvgPool(g) => l::avg_pool_forward(g, x, y),
                 Kind::GlobalAvgPool { hw } => l::global_avg_pool_forward(*hw, x, y),
                 Kind::Flatten => y.copy_from_slice(x),
                 Kind::Linear { i: fan_in, o, w, b } => {
@@ -223,6 +226,7 @@ impl Plan {
                 }
                 Kind::Relu => l::relu_backward(y, dy, dx),
                 Kind::MaxPool(g) => l::max_pool_backward(g, &args[i], dy, dx),
+                Kind::AvgPool(g) => l::avg_pool_backward(g, dy, dx),
                 Kind::GlobalAvgPool { hw } => l::global_avg_pool_backward(*hw, dy, dx),
                 Kind::Flatten => dx.copy_from_slice(dy),
                 Kind::Linear { i: fan_in, o, w, b } => {
@@ -467,19 +471,21 @@ mod tests {
                 Kind::Relu => x.relu().unwrap(),
                 // Non-overlapping windows as reshapes: candle's own max_pool2d backward scales
                 // the gradient by the window's share of maxima (1/4 for 2x2) instead of routing it.
-                Kind::MaxPool(g) => {
+                Kind::MaxPool(g) | Kind::AvgPool(g) => {
                     assert_eq!(g.k, g.stride, "the reference pools without overlap");
                     let (n, c) = (x.dim(0).unwrap(), x.dim(1).unwrap());
-                    x.narrow(2, 0, g.ho * g.k)
+                    let windows = x
+                        .narrow(2, 0, g.ho * g.k)
                         .unwrap()
                         .narrow(3, 0, g.wo * g.k)
                         .unwrap()
                         .reshape((n, c, g.ho, g.k, g.wo, g.k))
-                        .unwrap()
-                        .max(5)
-                        .unwrap()
-                        .max(3)
-                        .unwrap()
+                        .unwrap();
+                    if matches!(step.kind, Kind::MaxPool(_)) {
+                        windows.max(5).unwrap().max(3).unwrap()
+                    } else {
+                        windows.mean(5).unwrap().mean(3).unwrap()
+                    }
                 }
                 Kind::GlobalAvgPool { .. } => x.mean_keepdim(3).unwrap().mean_keepdim(2).unwrap(),
                 Kind::Flatten => x.flatten_from(1).unwrap(),
@@ -533,10 +539,12 @@ mod tests {
             },
             TowerSpec {
                 name: "pooled".into(),
-                input: InputShape { channels: 3, height: 8, width: 8 },
+                input: InputShape { channels: 3, height: 9, width: 9 },
                 layers: vec![
                     conv(5, 1, 0),
                     Layer::Relu,
+                    // 7x7 to 3x3: the last row and column fall outside every window.
+                    Layer::AvgPool2d { kernel: 2, stride: 2 },
                     Layer::GlobalAvgPool,
                     Layer::Flatten,
                     Layer::Linear { out_features: 4 },

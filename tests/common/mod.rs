@@ -30,6 +30,20 @@ pub fn golden_specs() -> Vec<TowerSpec> {
             ],
             head: 0,
         },
+        TowerSpec {
+            name: "golden-avg".into(),
+            input: InputShape { channels: 1, height: 12, width: 12 },
+            layers: vec![
+                conv(4, 1),
+                Layer::Relu,
+                Layer::AvgPool2d { kernel: 2, stride: 2 },
+                // Overlapping windows, and a last row and column that no window reaches.
+                Layer::AvgPool2d { kernel: 3, stride: 2 },
+                Layer::Flatten,
+                Layer::L2Normalize,
+            ],
+            head: 0,
+        },
     ]
 }
 

@@ -20,8 +20,9 @@ pub enum TowerArg {
     Compact,
     /// The compact tower with an L2-normalised output (distances in [0, 2]).
     CompactL2,
-    /// The compact tower's convolutions, pooled and L2-normalised, trained through a projection
-    /// head (to `--dim` values) that the model leaves out; for classes training never saw.
+    /// The compact tower's convolutions (one max pooling), averaged on a 3x3 grid and
+    /// L2-normalised, trained through a projection head (to `--dim` values) that the model
+    /// leaves out; for classes training never saw.
     CompactProj,
 }
 
