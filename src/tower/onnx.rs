@@ -29,6 +29,11 @@ fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
     }
 }
 
+/// Square window and stride of a pooling node.
+fn pool_attrs(kernel: usize, stride: usize) -> Vec<pb::AttributeProto> {
+    vec![attr_ints("kernel_shape", vec![kernel as i64; 2]), attr_ints("strides", vec![stride as i64; 2])]
+}
+
 fn attr_ints(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
@@ -164,14 +169,8 @@ pub fn to_model_proto(spec: &TowerSpec, weights: &TowerWeights, meta: &ModelMeta
                 g.node("BatchNormalization", name, all, vec![attr_float("epsilon", eps)])
             }
             Layer::Relu => g.node("Relu", name, vec![x], vec![]),
-            Layer::MaxPool2d { kernel, stride } | Layer::AvgPool2d { kernel, stride } => {
-                let attrs = vec![
-                    attr_ints("kernel_shape", vec![kernel as i64; 2]),
-                    attr_ints("strides", vec![stride as i64; 2]),
-                ];
-                let op = if matches!(layer, Layer::MaxPool2d { .. }) { "MaxPool" } else { "AveragePool" };
-                g.node(op, name, vec![x], attrs)
-            }
+            Layer::MaxPool2d { kernel, stride } => g.node("MaxPool", name, vec![x], pool_attrs(kernel, stride)),
+            Layer::AvgPool2d { kernel, stride } => g.node("AveragePool", name, vec![x], pool_attrs(kernel, stride)),
             Layer::GlobalAvgPool => g.node("GlobalAveragePool", name, vec![x], vec![]),
             Layer::Flatten => g.node("Flatten", name, vec![x], vec![attr_int("axis", 1)]),
             Layer::Linear { .. } => {
