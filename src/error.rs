@@ -82,6 +82,27 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The path is not a regular file (a FIFO, a device, a folder, or a symbolic link where none
+    /// is followed): it is refused before anything is read, so nothing can hang or read forever.
+    #[error("{}: {what}, not a regular file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        what: &'static str,
+    },
+
+    /// A file is larger than what twinscan reads of its kind.
+    #[error("{}: {size} bytes, more than the {limit} read of such a file", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (or what was read before giving up).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     /// The file's content is not an image format twinscan decodes.
     #[error("{}: not a supported image format", path.display())]
     UnknownFormat {
@@ -186,6 +207,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A quarantine folder that cannot be used (one inside a scanned folder, say).
+    #[error("quarantine {}: {reason}", path.display())]
+    Quarantine {
+        /// The quarantine folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The trainer failed (a tensor operation or the optimiser).
     #[error("training failed: {reason}")]
     Training {
@@ -218,6 +248,8 @@ impl Error {
             Error::Io { path, .. }
             | Error::NonFinite { path, .. }
             | Error::EmptyImage { path }
+            | Error::NotAFile { path, .. }
+            | Error::FileTooLarge { path, .. }
             | Error::UnknownFormat { path }
             | Error::ImageTooLarge { path, .. }
             | Error::Decode { path, .. }
@@ -225,6 +257,7 @@ impl Error {
             | Error::Index { path, .. }
             | Error::Gallery { path, .. }
             | Error::Journal { path, .. }
+            | Error::Quarantine { path, .. }
             | Error::Locked { path } => Some(path),
             _ => None,
         }
@@ -241,6 +274,8 @@ impl Error {
             Error::Inference { .. } => "inference",
             Error::NonFinite { .. } => "non_finite",
             Error::EmptyImage { .. } => "empty_image",
+            Error::NotAFile { .. } => "not_a_file",
+            Error::FileTooLarge { .. } => "file_too_large",
             Error::UnknownFormat { .. } => "unknown_format",
             Error::ImageTooLarge { .. } => "image_too_large",
             Error::Decode { .. } => "decode",
@@ -253,6 +288,7 @@ impl Error {
             Error::Label { .. } => "label",
             Error::Locked { .. } => "locked",
             Error::Journal { .. } => "journal",
+            Error::Quarantine { .. } => "quarantine",
             Error::Threshold { .. } => "threshold",
             Error::Training { .. } => "training",
         }

@@ -34,6 +34,7 @@ pub mod index;
 mod invariance;
 mod model;
 mod preprocess;
+mod safe_fs;
 pub mod scan;
 pub mod search;
 mod similarity;

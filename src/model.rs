@@ -154,7 +154,13 @@ impl Model {
     /// Loads a model file. See [`Model::from_bytes`].
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // Protocol buffers cannot exceed 2 GiB; a FIFO or device named here is refused, not read.
+        const MAX_BYTES: u64 = 2 << 30;
+        let bytes = crate::safe_fs::read_regular(path, true, MAX_BYTES, |size| Error::FileTooLarge {
+            path: path.into(),
+            size,
+            limit: MAX_BYTES,
+        })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
@@ -372,7 +378,7 @@ impl Model {
                 // Decoding dominates for photos, so each image is decoded on its own task.
                 let prepared: Vec<Result<(&PathBuf, Vec<f32>)>> = chunk
                     .par_iter()
-                    .map(|path| Ok((path, self.input_from_bytes(&read_limited(path, &self.limits)?, path)?.0)))
+                    .map(|path| Ok((path, self.input_from_bytes(&read_limited(path, &self.limits, true)?, path)?.0)))
                     .collect();
                 self.embed_prepared(prepared, |p| p.as_path()).into_iter().map(|r| r.map(|(_, e)| e))
             })

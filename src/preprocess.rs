@@ -49,24 +49,22 @@ fn decode_error(path: &Path, e: ImageError) -> Error {
 
 /// Reads and decodes an image file under `limits`, with its EXIF orientation applied.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
-    decode_bytes(&read_limited(path, limits)?, path, limits)
+    decode_bytes(&read_limited(path, limits, true)?, path, limits)
 }
 
 /// Reads and decodes an image file for the model `meta` (see [`decode_for_model`]).
 pub fn decode_file_for_model(path: &Path, limits: &DecodeLimits, meta: &ModelMeta) -> Result<Decoded> {
-    decode_for_model(&read_limited(path, limits)?, path, limits, meta)
+    decode_for_model(&read_limited(path, limits, true)?, path, limits, meta)
 }
 
-/// A file's bytes, refused without reading when it is larger than `limits` allow.
-pub(crate) fn read_limited(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-    if len > limits.max_file_bytes {
-        return Err(Error::ImageTooLarge {
-            path: path.into(),
-            reason: format!("file is {len} bytes, limit {}", limits.max_file_bytes),
-        });
-    }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+/// A file's bytes, refused without reading when it is larger than `limits` allow or is not a
+/// regular file (a FIFO or device swapped in cannot hang or exhaust the reader); `follow`:
+/// whether a link at the path itself is followed.
+pub(crate) fn read_limited(path: &Path, limits: &DecodeLimits, follow: bool) -> Result<Vec<u8>> {
+    crate::safe_fs::read_regular(path, follow, limits.max_file_bytes, |len| Error::ImageTooLarge {
+        path: path.into(),
+        reason: format!("file is {len} bytes, limit {}", limits.max_file_bytes),
+    })
 }
 
 /// Decodes an in-memory image under `limits`, with its EXIF orientation applied; `path` only

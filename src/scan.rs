@@ -46,9 +46,26 @@ pub fn collect_files(roots: &[PathBuf], options: &WalkOptions) -> (Vec<PathBuf>,
     (files, errors)
 }
 
+/// How [`update`] works.
+#[derive(Debug, Clone)]
+pub struct UpdateOptions {
+    /// Images decoded and embedded together (memory grows with it).
+    pub batch: usize,
+    /// Whether a file that is a symbolic link is read through it; without, a file that became
+    /// a link since the walk is refused rather than followed.
+    pub follow_links: bool,
+}
+
+impl Default for UpdateOptions {
+    fn default() -> Self {
+        UpdateOptions { batch: crate::DEFAULT_BATCH, follow_links: false }
+    }
+}
+
 /// Size and modification time, the cheap test of whether a file changed.
-fn stat(path: &Path) -> Result<(u64, u128)> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+fn stat(path: &Path, follow: bool) -> Result<(u64, u128)> {
+    let meta = if follow { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) };
+    let meta = meta.map_err(|e| Error::io(path, e))?;
     let modified = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     Ok((meta.len(), modified))
 }
@@ -73,13 +90,13 @@ pub struct UpdateReport {
 
 /// Brings `index` up to date with `files`: entries of files that are gone are dropped, a file
 /// whose size and modification time match its entry keeps it, and the rest are read, hashed,
-/// decoded and embedded, `batch` at a time. `progress(done, total)` is called after each batch;
-/// setting `stop` ends the work after the current batch.
+/// decoded and embedded, `options.batch` at a time. `progress(done, total)` is called after each
+/// batch; setting `stop` ends the work after the current batch.
 pub fn update(
     index: &mut Index,
     files: &[PathBuf],
     model: &Model,
-    batch: usize,
+    options: &UpdateOptions,
     stop: &AtomicBool,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> UpdateReport {
@@ -87,7 +104,7 @@ pub fn update(
     let mut old: HashMap<PathBuf, Entry> = index.entries.drain(..).map(|e| (e.path.clone(), e)).collect();
     let mut todo = Vec::new();
     for path in files {
-        match stat(path) {
+        match stat(path, options.follow_links) {
             Ok((size, modified_ns)) => match old.remove(path) {
                 Some(e) if e.size == size && e.modified_ns == modified_ns => {
                     index.entries.push(e);
@@ -123,11 +140,11 @@ pub fn update(
                 progress(done, total);
             }
         });
-        for chunk in todo.chunks(batch.max(1)) {
+        for chunk in todo.chunks(options.batch.max(1)) {
             if stop.load(Ordering::Relaxed) {
                 return true;
             }
-            if tx.send(decode_chunk(chunk, model)).is_err() {
+            if tx.send(decode_chunk(chunk, model, options.follow_links)).is_err() {
                 break; // the network thread is gone; the scope re-raises its panic
             }
         }
@@ -148,11 +165,11 @@ fn has_image_extension(path: &Path) -> bool {
 }
 
 /// Reads, hashes and decodes one batch into model inputs and thumbnails, one file per task.
-fn decode_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model) -> Vec<Result<(Entry, Vec<f32>)>> {
+fn decode_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model, follow: bool) -> Vec<Result<(Entry, Vec<f32>)>> {
     chunk
         .par_iter()
         .map(|(path, size, modified_ns)| {
-            let bytes = read_limited(path, model.limits())?;
+            let bytes = read_limited(path, model.limits(), follow)?;
             let sha256: [u8; 32] = Sha256::digest(&bytes).into();
             let (input, decoded) = model.input_from_bytes(&bytes, path)?;
             let entry = Entry {

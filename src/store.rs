@@ -6,13 +6,14 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::safe_fs::Dir;
 
 const HEADER: usize = 8 + 4 + 32;
 
@@ -34,7 +35,7 @@ impl Format {
     /// Reads a file and checks its magic, version and checksum; nothing of a file that fails a
     /// check is used.
     pub fn load<T: DeserializeOwned>(&self, path: &Path) -> Result<T> {
-        self.read(File::open(path).map_err(|e| Error::io(path, e))?, path)
+        self.read(crate::safe_fs::open_regular(path, true)?.0, path)
     }
 
     /// [`Format::load`] on bytes in memory; `path` names them in errors.
@@ -95,17 +96,19 @@ impl Format {
         Ok(())
     }
 
-    /// Writes atomically: a temporary file beside `path`, flushed to disk, then renamed over it.
+    /// Writes atomically: a new temporary file beside `path` (exclusive, under an unpredictable
+    /// name, never through a link; mode 0600), flushed to disk, then renamed over it. Leftovers of
+    /// saves whose process died are removed first.
     pub fn save<T: Serialize>(&self, value: &T, path: &Path) -> Result<()> {
-        let tmp = temp_path(path);
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            self.write(value, &mut f)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
+        let (dir, name) = Dir::open_parent(path)?;
+        dir.sweep_stale_temps(name);
+        let (mut file, tmp) = dir.create_temp(name)?;
+        let written = self
+            .write(value, &mut file)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| dir.rename(&tmp, &dir, name, true));
+        written.map_err(|e| {
+            let _ = dir.remove(&tmp);
             Error::io(path, e)
         })
     }
@@ -135,16 +138,6 @@ pub(crate) fn short(fingerprint: &str) -> &str {
     fingerprint.char_indices().nth(12).map_or(fingerprint, |(i, _)| &fingerprint[..i])
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    with_suffix(path, &format!(".tmp{}", std::process::id()))
-}
-
 /// An exclusive lock on an index or gallery file, held until dropped: an OS advisory lock on
 /// the file `<path>.lock` beside it, so that two processes never read-modify-write it at once.
 #[derive(Debug)]
@@ -154,15 +147,15 @@ pub struct FileLock {
 
 impl FileLock {
     /// Takes the lock of the file at `path`, or fails at once when another process holds it.
+    /// The lock file is opened without following a link and must be a regular file. Once the
+    /// lock is held, temporary files that dead processes left beside `path` are removed.
     pub fn acquire(path: &Path) -> Result<FileLock> {
-        let lock_path = with_suffix(path, ".lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
+        let (dir, name) = Dir::open_parent(path)?;
+        let mut lock = name.to_os_string();
+        lock.push(".lock");
+        let file = dir.open_or_create(&lock)?;
         file.try_lock().map_err(|_| Error::Locked { path: path.into() })?;
+        dir.sweep_stale_temps(name);
         Ok(FileLock { _file: file })
     }
 }
@@ -201,6 +194,26 @@ mod tests {
         assert!(err.contains("test file format 2, this build reads 3"), "{err}");
         let err = TEST.read_bytes::<(String, Vec<f32>, u64)>(b"TWSCNIDX", &path).unwrap_err().to_string();
         assert!(err.contains("bad magic"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_save_writes_through_no_link_planted_at_a_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.twinscan");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"victim").unwrap();
+        // The name versions before this one used for their temporary file.
+        std::os::unix::fs::symlink(&victim, dir.path().join(format!("i.twinscan.tmp{}", std::process::id()))).unwrap();
+        TEST.save(&(String::from("x"), vec![1.0f32], 1u64), &path).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("twinscan-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

@@ -221,7 +221,7 @@ fn exif_orientation_is_applied() {
 fn files_deleted_during_a_scan_are_one_error_each_and_the_rest_is_indexed() {
     use std::sync::atomic::AtomicBool;
     use twinscan::index::Index;
-    use twinscan::scan::{collect_files, update, WalkOptions};
+    use twinscan::scan::{collect_files, update, UpdateOptions, WalkOptions};
 
     let dir = tempfile::tempdir().unwrap();
     let model = model_in(dir.path());
@@ -243,10 +243,49 @@ fn files_deleted_during_a_scan_are_one_error_each_and_the_rest_is_indexed() {
         }
     };
     let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
-    let report = update(&mut index, &files, &model, 1, &AtomicBool::new(false), &progress);
+    let options = UpdateOptions { batch: 1, ..Default::default() };
+    let report = update(&mut index, &files, &model, &options, &AtomicBool::new(false), &progress);
     let failed: Vec<_> = report.errors.iter().map(|e| (e.kind(), e.path().unwrap().to_path_buf())).collect();
     assert_eq!(failed, [("io", files[1].clone()), ("io", files[5].clone())]);
     assert_eq!(report.embedded, 4);
     let indexed: Vec<_> = index.entries.iter().map(|e| e.path.clone()).collect();
     assert_eq!(indexed, [&files[0], &files[2], &files[3], &files[4]].map(|p| p.clone()));
+}
+
+#[cfg(unix)]
+#[test]
+fn files_swapped_for_a_fifo_or_a_device_link_after_the_walk_are_refused_not_read() {
+    use std::sync::atomic::AtomicBool;
+    use twinscan::index::Index;
+    use twinscan::scan::{collect_files, update, UpdateOptions, WalkOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_in(dir.path());
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for i in 0..3 {
+        picture(40, 30, 10 + i).save(photos.join(format!("{i}.png"))).unwrap();
+    }
+    let (files, _) = collect_files(std::slice::from_ref(&photos), &WalkOptions { follow_links: false });
+    // After the walk: one file becomes a FIFO nobody writes to, one a link to /dev/zero.
+    std::fs::remove_file(&files[0]).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(&files[0]).status().unwrap().success());
+    std::fs::remove_file(&files[1]).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &files[1]).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
+        let options = UpdateOptions { batch: 1, ..Default::default() };
+        let report = update(&mut index, &files, &model, &options, &AtomicBool::new(false), &|_, _| {});
+        let failed: Vec<_> = report.errors.iter().map(|e| (e.kind(), e.path().unwrap().to_path_buf())).collect();
+        let _ = done.send((failed, report.embedded, files));
+    });
+    let (failed, embedded, files) =
+        finished.recv_timeout(std::time::Duration::from_secs(60)).expect("the scan hung on a FIFO or /dev/zero");
+    assert_eq!(embedded, 1);
+    let kinds: Vec<_> = failed.iter().map(|(k, _)| *k).collect();
+    assert_eq!(failed.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(), [files[0].clone(), files[1].clone()]);
+    // The FIFO is refused as one, the link as a link (links are not followed without
+    // --follow-links; followed, it would be refused as a device).
+    assert_eq!(kinds, ["not_a_file", "not_a_file"], "{failed:?}");
 }

@@ -24,7 +24,14 @@ fn big_index(model: &Model, dir: &Path, n: usize) -> Index {
     picture(48, 32, 1).save(&image).unwrap();
     let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
     let stop = std::sync::atomic::AtomicBool::new(false);
-    twinscan::scan::update(&mut index, &[image], model, 1, &stop, &|_, _| {});
+    twinscan::scan::update(
+        &mut index,
+        &[image],
+        model,
+        &twinscan::scan::UpdateOptions { batch: 1, ..Default::default() },
+        &stop,
+        &|_, _| {},
+    );
     let one = index.entries.pop().expect("the picture indexed");
     index.entries = (0..n)
         .map(|i| {
@@ -96,7 +103,7 @@ fn a_save_killed_midway_leaves_the_previous_file_loadable() {
             let temps: Vec<_> = std::fs::read_dir(dir.path())
                 .unwrap()
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp")))
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".big.")))
                 .collect();
             cut_short += temps.len();
             for t in temps {

@@ -11,8 +11,8 @@ pub enum Code {
     /// The command ran and found something (compare: similar; scan: at least one group or
     /// outlier; query: at least one duplicate).
     Found = 1,
-    /// Bad arguments, an unusable model or index, (embed, compare, query) an input failed, or
-    /// an action of `scan --apply` or `undo` failed.
+    /// Bad arguments, an unusable model, index or journal, (embed, compare, query) an input
+    /// failed, an action of `scan --apply` failed, or `undo` left an entry unrestored.
     Error = 2,
 }
 
@@ -26,5 +26,5 @@ pub const HELP: &str = "Exit codes:
   0  success; nothing found (compare: not similar; scan/outliers: no group or outlier)
   1  success; something found (compare: similar; scan/outliers: groups or outliers; query: a duplicate)
   2  error: bad arguments, unusable model or index, an input of embed/compare/query failed,
-     or an action of scan --apply or undo failed (scan and outliers report unreadable files as
-     error records and still finish)";
+     an action of scan --apply failed, or undo could not restore an entry (it restores all it
+     can first; scan and outliers report unreadable files as error records and still finish)";

@@ -1,7 +1,7 @@
 //! What `scan` does with duplicate groups when asked (`--quarantine DIR`, `--hardlink`), and
 //! `undo JOURNAL`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -57,45 +57,20 @@ impl ActArgs {
         if self.apply && self.action().is_none() {
             bail!("--apply needs an action: --quarantine DIR or --hardlink");
         }
-        let Some(dir) = &self.quarantine else { return Ok(()) };
-        let dir = absolute(dir)?;
-        for root in roots {
-            let root = absolute(root)?;
-            if dir.starts_with(&root) {
-                bail!("the quarantine {} is inside the scanned folder {}", dir.display(), root.display());
-            }
+        if let Some(dir) = &self.quarantine {
+            actions::check_quarantine(dir, roots)?;
         }
         Ok(())
     }
 }
 
-/// The path made absolute through its deepest existing ancestor (the quarantine may not exist
-/// yet), so that symbolic links and `..` compare as the file system sees them.
-fn absolute(path: &Path) -> Result<PathBuf> {
-    let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-    let mut rest = Vec::new();
-    let mut base = path.as_path();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(base) {
-            return Ok(rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c)));
-        }
-        match (base.parent(), base.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                base = parent;
-            }
-            _ => return Ok(path),
-        }
-    }
-}
-
 /// Plans (and with --apply carries out) the action on `groups`; true when an action failed.
-pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], format: Format) -> Result<bool> {
+pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], roots: &[PathBuf], format: Format) -> Result<bool> {
     let json = format == Format::Json;
     let Some(action) = args.action() else { return Ok(false) };
-    let steps = actions::plan(groups, entries, &action);
+    let plan = actions::plan(groups, entries, &action, roots)?;
     if !args.apply {
-        for step in &steps {
+        for step in &plan.steps {
             let (status, reason) = match &step.op {
                 Op::Skip(reason) => ("skip", Some(reason.as_str())),
                 _ => ("planned", None),
@@ -115,11 +90,14 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], format: Format) 
         }
         (None, Action::HardLink) => PathBuf::from(actions::journal_name()),
     };
-    let outcomes = actions::apply(&steps, &journal)?;
+    // Absolute, so that the `undo` it suggests works from any folder.
+    let journal = std::path::absolute(&journal).with_context(|| format!("resolving {}", journal.display()))?;
+    let outcomes = actions::apply(&plan, &journal)?;
     let mut failed = false;
-    for (step, outcome) in steps.iter().zip(&outcomes) {
+    for (step, outcome) in plan.steps.iter().zip(&outcomes) {
         match outcome {
             Outcome::Done => print_step(step, "done", None, format),
+            Outcome::Unchanged(reason) => print_step(step, "unchanged", Some(reason), format),
             Outcome::Skipped(reason) => print_step(step, "skipped", Some(reason), format),
             Outcome::Failed(e) => {
                 failed = true;
@@ -166,13 +144,19 @@ fn print_step(step: &Step, status: &str, reason: Option<&str>, format: Format) {
     }
 }
 
+/// Undoes a journal: exit 0 when every entry is back in place (restored now or before), 2 when
+/// any entry could not be restored.
 pub fn run_undo(args: UndoArgs) -> Result<Code> {
     let outcomes = actions::undo(&args.journal)?;
     let mut failed = false;
     for (path, outcome) in &outcomes {
         let (status, reason) = match outcome {
             Outcome::Done => ("restored", None),
-            Outcome::Skipped(reason) => ("skipped", Some(reason.clone())),
+            Outcome::Unchanged(reason) => ("unchanged", Some(reason.clone())),
+            Outcome::Skipped(reason) => {
+                failed = true;
+                ("skipped", Some(reason.clone()))
+            }
             Outcome::Failed(e) => {
                 failed = true;
                 ("failed", Some(e.to_string()))

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use twinscan::contain::ContainmentRule;
 use twinscan::detect::{duplicate_groups, outliers, Group, Outlier, OutlierRule};
 use twinscan::index::{Entry, Index};
-use twinscan::scan::{collect_files, update, UpdateReport, WalkOptions};
+use twinscan::scan::{collect_files, update, UpdateOptions, UpdateReport, WalkOptions};
 use twinscan::search::{Purpose, Search, SearchKind};
 use twinscan::store::FileLock;
 use twinscan::{Model, DEFAULT_BATCH};
@@ -228,7 +228,8 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
             bar.set_position(done as u64);
         }
     };
-    let mut report = update(&mut index, &files, model, DEFAULT_BATCH * 4, &stop, &progress);
+    let options = UpdateOptions { batch: DEFAULT_BATCH * 4, follow_links: args.follow_links };
+    let mut report = update(&mut index, &files, model, &options, &stop, &progress);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -429,7 +430,7 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
     // Before any action, so that the page shows every file where the scan found it.
     let asked = args.outliers.then_some(found_outliers.as_slice());
     write_html(&args.common, &args.roots, &model, (&index, Some(&groups), asked), &report, (files, &found), started)?;
-    if act(&args.act, &groups, &index.entries, format)? {
+    if act(&args.act, &groups, &index.entries, &args.roots, format)? {
         return Ok(Code::Error);
     }
     Ok(if found.groups + found.outliers > 0 { Code::Found } else { Code::Nothing })

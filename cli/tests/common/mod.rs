@@ -11,6 +11,49 @@ pub fn twinscan(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_twinscan")).args(args).output().expect("run twinscan")
 }
 
+/// Runs twinscan from `cwd`, killed after `secs` seconds (a hang fails the test instead of
+/// hanging it); `None` when it had to be killed.
+pub fn twinscan_within(secs: u64, cwd: &Path, args: &[&str]) -> Option<Output> {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_twinscan"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run twinscan");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait for twinscan").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().expect("read twinscan's output"))
+}
+
+/// A copy of the example photos in `dir/photos` (four duplicate groups, one of them with a
+/// byte-identical pair: coffee.jpg and coffee-copy.jpg).
+pub fn photos(dir: &Path) -> PathBuf {
+    let photos = dir.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for e in std::fs::read_dir(examples()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jpg") {
+            std::fs::copy(&p, photos.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    photos
+}
+
+/// The standard error of a run, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `examples/photos`: four planted groups of copies and one picture that does not belong.
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/photos")

@@ -1,0 +1,176 @@
+//! Moving, copying and linking images through folder handles ([`Dir`]), so that a link planted
+//! in a quarantine or a scanned folder redirects nothing, and every temporary file is new,
+//! exclusive and unguessable.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use super::journal;
+use crate::error::{Error, Result};
+use crate::safe_fs::Dir;
+
+/// A file in an open folder.
+pub(super) struct Place {
+    pub dir: Dir,
+    pub name: std::ffi::OsString,
+}
+
+impl Place {
+    /// The place of `path`, which lies below `base` (a folder the user named, opened as named):
+    /// every folder between them is opened without following links, and made when `create`.
+    pub fn below(base: &Path, path: &Path, create: bool) -> Result<Place> {
+        let rel = path.strip_prefix(base).map_err(|_| journal::error(path, "not below its folder"))?;
+        let name = rel.file_name().ok_or_else(|| journal::error(path, "no file name"))?.to_os_string();
+        let dir = Dir::open(base)?.descend(rel.parent().unwrap_or(Path::new("")), create)?;
+        Ok(Place { dir, name })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    /// The regular file here, opened for reading (a link, FIFO or device is refused).
+    pub fn open(&self) -> Result<File> {
+        self.dir.open_file(&self.name)
+    }
+
+    /// Whether anything (a link included) stands here.
+    pub fn exists(&self) -> Result<bool> {
+        Ok(self.dir.stat(&self.name)?.is_some())
+    }
+
+    /// Whether `file` is what stands here now.
+    pub fn holds(&self, file: &File) -> Result<bool> {
+        Ok(self.dir.stat(&self.name)?.is_some_and(|s| s.is(file)))
+    }
+}
+
+/// The SHA-256 of an open file, read from its start.
+pub(super) fn sha256(file: &mut File, path: &Path) -> Result<[u8; 32]> {
+    let io = |e| Error::io(path, e);
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Moves the file open as `file` from `from` to `to`, never over an existing file. Across file
+/// systems it is copied (mode and modification time kept, the copy's hash checked against
+/// `sha256`), then the original is removed only if it is still that same file.
+pub(super) fn move_file(from: &Place, file: &mut File, to: &Place, sha256: &[u8; 32]) -> Result<()> {
+    match from.dir.rename(&from.name, &to.dir, &to.name, false) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            let meta = file.metadata().map_err(|e| Error::io(from.path(), e))?;
+            let modified = meta.modified().ok();
+            copy_into(file, &from.path(), to, Attributes { mode: mode(&meta), modified }, sha256, false)?;
+            if !from.holds(file)? {
+                return Err(journal::error(&from.path(), "changed during the copy; the copy is kept beside it"));
+            }
+            from.dir.remove(&from.name)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(journal::error(&to.path(), "a file already stands there; nothing moved"))
+        }
+        Err(e) => Err(Error::io(to.path(), e)),
+    }
+}
+
+/// What a copy keeps of its original.
+pub(super) struct Attributes {
+    /// Permission bits (masked to 0777).
+    pub mode: u32,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+impl Attributes {
+    pub fn from_ns(mode: u32, modified_ns: u64) -> Attributes {
+        Attributes { mode, modified: Some(UNIX_EPOCH + Duration::from_nanos(modified_ns)) }
+    }
+}
+
+/// Copies `source` into a new temporary file beside `to`, sets its mode and time through the
+/// handle, checks its hash, then renames it to `to` (over an existing file only when `replace`).
+pub(super) fn copy_into(
+    source: &mut File,
+    source_path: &Path,
+    to: &Place,
+    attributes: Attributes,
+    sha256: &[u8; 32],
+    replace: bool,
+) -> Result<()> {
+    let (mut tmp, tmp_name) = to.dir.create_temp(&to.name)?;
+    let tmp_path = to.dir.join(&tmp_name);
+    let copied = (|| {
+        source.seek(SeekFrom::Start(0)).map_err(|e| Error::io(source_path, e))?;
+        std::io::copy(source, &mut tmp).map_err(|e| Error::io(&tmp_path, e))?;
+        set_mode(&tmp, attributes.mode).map_err(|e| Error::io(&tmp_path, e))?;
+        if let Some(t) = attributes.modified {
+            tmp.set_modified(t).map_err(|e| Error::io(&tmp_path, e))?;
+        }
+        tmp.sync_all().map_err(|e| Error::io(&tmp_path, e))?;
+        if self::sha256(&mut tmp, &tmp_path)? != *sha256 {
+            return Err(journal::error(source_path, "the copy differs from the original"));
+        }
+        to.dir.rename(&tmp_name, &to.dir, &to.name, replace).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => journal::error(&to.path(), "a file already stands there"),
+            _ => Error::io(to.path(), e),
+        })
+    })();
+    if copied.is_err() {
+        let _ = to.dir.remove(&tmp_name);
+    }
+    copied
+}
+
+/// Replaces `at` by a hard link to `keep` (both open, both checked by the caller): the link is
+/// made under a temporary name, checked to be `keep_file`, then renamed over `at`.
+pub(super) fn link_over(keep: &Place, keep_file: &File, at: &Place) -> Result<()> {
+    let tmp = keep.dir.link_temp(&keep.name, &at.dir, &at.name)?;
+    let done = (|| {
+        if !at.dir.stat(&tmp)?.is_some_and(|s| s.is(keep_file)) {
+            return Err(journal::error(&keep.path(), "changed while it was linked; nothing replaced"));
+        }
+        at.dir.rename(&tmp, &at.dir, &at.name, true).map_err(|e| Error::io(at.path(), e))
+    })();
+    if done.is_err() {
+        let _ = at.dir.remove(&tmp);
+    }
+    done
+}
+
+#[cfg(unix)]
+pub(super) fn mode(meta: &std::fs::Metadata) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
+}
+
+#[cfg(not(unix))]
+pub(super) fn mode(meta: &std::fs::Metadata) -> u32 {
+    if meta.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    }
+}
+
+#[cfg(unix)]
+fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o777))
+}
+
+#[cfg(not(unix))]
+fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
+    let mut p = file.metadata()?.permissions();
+    p.set_readonly(mode & 0o222 == 0);
+    file.set_permissions(p)
+}
