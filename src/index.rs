@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::contain::Thumb;
 use crate::error::{Error, Result};
 use crate::store::{short, Format};
+use crate::Model;
 
 /// Version of the index layout; an index of another version is refused.
 pub const INDEX_VERSION: u32 = 2;
@@ -114,15 +115,42 @@ impl Index {
         Index { model: model.into(), invariance: invariance.into(), entries: Vec::new() }
     }
 
-    /// Reads an index and checks its magic, version and checksum. Nothing of a file that fails a
-    /// check is used.
+    /// Reads an index and checks its magic, version, checksum and contents (entries sorted by
+    /// path without repeats, every embedding non-empty, finite and as long as the others).
+    /// Nothing of a file that fails a check is used.
     pub fn load(path: &Path) -> Result<Index> {
-        FORMAT.load(path)
+        let index: Index = FORMAT.load(path)?;
+        index.validate(path)?;
+        Ok(index)
     }
 
     /// [`Index::load`] on bytes in memory; `path` names them in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Index> {
-        FORMAT.read_bytes(bytes, path)
+        let index: Index = FORMAT.read_bytes(bytes, path)?;
+        index.validate(path)?;
+        Ok(index)
+    }
+
+    /// A checksum only proves that a file is what was written; this refuses what no scan writes
+    /// (empty or NaN embeddings would group every image at distance 0), naming the entry.
+    fn validate(&self, path: &Path) -> Result<()> {
+        let len = self.entries.first().map_or(0, |e| e.embedding.len());
+        for (i, e) in self.entries.iter().enumerate() {
+            let bad = |what: String| Err(invalid(path, format!("entry {}: {what}", e.path.display())));
+            if e.embedding.is_empty() {
+                return bad("empty embedding".into());
+            }
+            if e.embedding.len() != len {
+                return bad(format!("embedding of {} values where the others have {len}", e.embedding.len()));
+            }
+            if e.embedding.iter().any(|v| !v.is_finite()) {
+                return bad("embedding holds non-finite values".into());
+            }
+            if i > 0 && self.entries[i - 1].path >= e.path {
+                return bad("out of order or repeated".into());
+            }
+        }
+        Ok(())
     }
 
     /// The index's bytes as [`Index::save`] writes them.
@@ -135,16 +163,25 @@ impl Index {
         FORMAT.save(self, path)
     }
 
-    /// Checks that the embeddings came from `model` under `invariance`.
-    pub fn check_model(&self, path: &Path, model: &str, invariance: &str) -> Result<()> {
-        if self.model != model || self.invariance != invariance {
+    /// Checks that the embeddings came from `model` (under its invariance) and have its length.
+    pub fn check_model(&self, path: &Path, model: &Model) -> Result<()> {
+        let invariance = model.invariance().as_str();
+        let (fingerprint, len) = (model.fingerprint(), model.embedding_len());
+        if let Some(e) = self.entries.iter().find(|e| e.embedding.len() != len) {
+            let got = e.embedding.len();
+            return Err(invalid(
+                path,
+                format!("entry {}: embedding of {got} values, the model makes {len}", e.path.display()),
+            ));
+        }
+        if self.model != fingerprint || self.invariance != invariance {
             return Err(invalid(
                 path,
                 format!(
                     "made by model {} ({}), not by the model in use {} ({})",
                     short(&self.model),
                     self.invariance,
-                    short(model),
+                    short(fingerprint),
                     invariance
                 ),
             ));
@@ -156,6 +193,16 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model making embeddings of two values.
+    fn model() -> Model {
+        use crate::tower::{self, InputShape, Layer, TowerSpec, TowerWeights};
+        let mut spec = TowerSpec::seed(InputShape { channels: 1, height: 8, width: 8 });
+        spec.layers.push(Layer::Linear { out_features: 2 });
+        let meta = tower::untrained_meta(&spec).unwrap();
+        Model::from_bytes(&tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 1).unwrap(), &meta).unwrap(), "m")
+            .unwrap()
+    }
 
     fn sample() -> Index {
         let mut index = Index::new("abc123", "none");
@@ -179,9 +226,36 @@ mod tests {
         let index = sample();
         index.save(&path).unwrap();
         assert_eq!(Index::load(&path).unwrap(), index);
-        index.check_model(&path, "abc123", "none").unwrap();
-        assert!(index.check_model(&path, "other", "none").is_err());
-        assert!(index.check_model(&path, "abc123", "mirror-rotate").is_err());
+        let model = model();
+        let index = Index { model: model.fingerprint().into(), ..index };
+        index.check_model(&path, &model).unwrap();
+        assert!(Index { model: "other".into(), ..index.clone() }.check_model(&path, &model).is_err());
+        assert!(Index { invariance: "mirror-rotate".into(), ..index.clone() }.check_model(&path, &model).is_err());
+        let mut longer = index.clone();
+        longer.entries[0].embedding.push(0.0);
+        let err = longer.check_model(&path, &model).unwrap_err().to_string();
+        assert!(err.contains("a/b.jpg: embedding of 3 values, the model makes 2"), "{err}");
+    }
+
+    #[test]
+    fn entries_no_scan_writes_are_refused_with_their_name() {
+        let mut second = sample().entries[0].clone();
+        second.path = "a/c.jpg".into();
+        type Damage = fn(&mut Index);
+        let cases: [(&str, Damage); 4] = [
+            ("a/c.jpg: empty embedding", |i| i.entries[1].embedding.clear()),
+            ("a/c.jpg: embedding of 1 values where the others have 2", |i| i.entries[1].embedding.truncate(1)),
+            ("a/c.jpg: embedding holds non-finite values", |i| i.entries[1].embedding[0] = f32::NAN),
+            ("a/b.jpg: out of order or repeated", |i| i.entries[1].path = "a/b.jpg".into()),
+        ];
+        for (reason, damage) in cases {
+            let mut index = sample();
+            index.entries.push(second.clone());
+            Index::from_bytes(&index.to_bytes().unwrap(), Path::new("i")).unwrap();
+            damage(&mut index);
+            let err = Index::from_bytes(&index.to_bytes().unwrap(), Path::new("i")).unwrap_err().to_string();
+            assert!(err.contains(reason), "{err}");
+        }
     }
 
     #[cfg(unix)]

@@ -102,7 +102,7 @@ fn temp_name(name: &OsStr) -> OsString {
 
 /// The process id in a temporary name that [`Dir::create_temp`] made for `name` (or that
 /// versions before it made, `<name>.tmp<pid>`), if `candidate` is one.
-fn temp_pid(candidate: &OsStr, name: &OsStr) -> Option<u32> {
+pub(crate) fn temp_pid(candidate: &OsStr, name: &OsStr) -> Option<u32> {
     let candidate = candidate.as_encoded_bytes();
     let mut ours = OsString::from(".");
     ours.push(name);

@@ -15,7 +15,7 @@ use twinscan::detect::{duplicate_groups, outliers, Group, Outlier, OutlierRule};
 use twinscan::index::{Entry, Index};
 use twinscan::scan::{collect_files, update, UpdateOptions, UpdateReport, WalkOptions};
 use twinscan::search::{Purpose, Search, SearchKind};
-use twinscan::store::FileLock;
+use twinscan::store::{self, FileLock};
 use twinscan::{Model, DEFAULT_BATCH};
 
 use super::act::{act, ActArgs};
@@ -192,15 +192,14 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
         Index::new(model.fingerprint(), invariance)
     } else {
         let index = Index::load(&path)?;
-        index.check_model(&path, model.fingerprint(), invariance)?;
+        index.check_model(&path, model)?;
         index
     };
     let (mut files, walk_errors) = collect_files(roots, &WalkOptions { follow_links: args.follow_links });
     // An index kept inside a scanned folder (and its lock and temporary files) is not an image.
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let dir = std::fs::canonicalize(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))).ok();
     let own = |f: &Path| {
-        f.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&name))
+        f.file_name().is_some_and(|n| store::is_companion(&path, n))
             && f.parent()
                 .and_then(|d| std::fs::canonicalize(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
                 == dir
@@ -466,7 +465,7 @@ pub fn run_outliers(args: OutliersArgs) -> Result<Code> {
 pub fn run_query(args: QueryArgs) -> Result<Code> {
     let model = args.model.load()?;
     let index = Index::load(&args.index)?;
-    index.check_model(&args.index, model.fingerprint(), model.invariance().as_str())?;
+    index.check_model(&args.index, &model)?;
     let vectors = index.entries.iter().map(|e| e.embedding.as_slice()).collect();
     let search = Search::new(vectors, &model, args.search.kind(), Purpose::Query);
     let mut out = std::io::stdout().lock();

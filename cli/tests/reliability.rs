@@ -1,0 +1,65 @@
+//! What the attack on the release build found beyond security holes: one file reached by two
+//! paths, interrupted actions, lost metadata, indexes and models that pass their checksum but
+//! hold what nothing writes, misleading errors and unescaped output. Each test runs the binary.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{of_type, photos, records, s, stderr, twinscan};
+use twinscan::index::Index;
+
+fn scan(index: &Path, roots: &[&Path], extra: &[&str]) -> Output {
+    let mut args = vec!["scan", "--json", "--index", s(index)];
+    args.extend(extra);
+    args.extend(roots.iter().map(|r| s(r)));
+    twinscan(&args)
+}
+
+fn summary(out: &Output) -> serde_json::Value {
+    of_type(&records(out), "summary")[0].clone()
+}
+
+#[test]
+fn an_index_with_empty_nan_or_short_embeddings_is_refused_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    let index = dir.path().join("i.twinscan");
+    let out = scan(&index, &[&photos], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let good = Index::load(&index).unwrap();
+    type Damage = fn(&mut Index);
+    let cases: [(&str, Damage); 3] = [
+        ("empty embedding", |i| i.entries.iter_mut().for_each(|e| e.embedding.clear())),
+        ("non-finite", |i| i.entries[3].embedding[0] = f32::NAN),
+        ("embedding of 5 values", |i| i.entries[3].embedding.truncate(5)),
+    ];
+    for (reason, damage) in cases {
+        let mut bad = good.clone();
+        damage(&mut bad);
+        let path = dir.path().join("bad.twinscan");
+        bad.save(&path).unwrap();
+        let out = scan(&path, &[&photos], &[]);
+        assert_eq!(out.status.code(), Some(2), "{reason}: {}", stderr(&out));
+        assert!(stderr(&out).contains(reason), "{reason}: {}", stderr(&out));
+        let first = if reason == "empty embedding" { 0 } else { 3 };
+        assert!(stderr(&out).contains(s(&good.entries[first].path)), "names the entry: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "no group reported from a refused index");
+    }
+}
+
+#[test]
+fn an_index_inside_the_scanned_folder_hides_only_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    let images = std::fs::read_dir(&photos).unwrap().count();
+    // An index named `c` beside coffee.jpg, coffee-copy.jpg, coffee-edited.jpg and chelsea.jpg.
+    let index = photos.join("c");
+    for _ in 0..2 {
+        let out = scan(&index, &[&photos], &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let s = summary(&out);
+        assert_eq!(s["files"], images, "every image, and not the index or its lock: {s}");
+    }
+}
