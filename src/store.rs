@@ -57,7 +57,7 @@ impl Format {
             let name = self.name;
             return Err(self.invalid(path, format!("{name} format {version}, this build reads {}", self.version)));
         }
-        let mut hashed = Hashed { inner: std::io::sink(), hash: Sha256::new() };
+        let mut hashed = Hashed { inner: std::io::sink(), hash: Sha256::new(), error: None };
         std::io::copy(&mut r, &mut hashed).map_err(io)?;
         if hashed.hash.finalize().as_slice() != &header[12..HEADER] {
             return Err(self.invalid(path, "checksum mismatch (damaged or truncated)"));
@@ -85,8 +85,11 @@ impl Format {
         out.write_all(&self.version.to_le_bytes())?;
         out.write_all(&[0; 32])?;
         let digest = {
-            let mut hashed = Hashed { inner: std::io::BufWriter::new(&mut *out), hash: Sha256::new() };
-            postcard::to_io(value, &mut hashed).map_err(std::io::Error::other)?;
+            let mut hashed = Hashed { inner: std::io::BufWriter::new(&mut *out), hash: Sha256::new(), error: None };
+            // postcard reports any failed write as "buffer full"; the disk's own error is kept.
+            if let Err(e) = postcard::to_io(value, &mut hashed) {
+                return Err(hashed.error.take().unwrap_or_else(|| std::io::Error::other(e)));
+            }
             hashed.inner.flush()?;
             hashed.hash.clone().finalize()
         };
@@ -114,17 +117,26 @@ impl Format {
     }
 }
 
-/// A writer that hashes what passes through it.
+/// A writer that hashes what passes through it, and keeps the first error it met.
 struct Hashed<W: Write> {
     inner: W,
     hash: Sha256,
+    error: Option<std::io::Error>,
 }
 
 impl<W: Write> Write for Hashed<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.hash.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                let kept = std::io::Error::new(e.kind(), e.to_string());
+                self.error.get_or_insert(e);
+                Err(kept)
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -63,3 +63,38 @@ fn an_index_inside_the_scanned_folder_hides_only_its_own_files() {
         assert_eq!(s["files"], images, "every image, and not the index or its lock: {s}");
     }
 }
+
+/// Runs twinscan with writes limited to `blocks` KiB blocks per file (as a full disk would
+/// stop them; SIGXFSZ ignored so that a write fails instead of killing the process).
+fn twinscan_with_file_limit(blocks: u32, args: &[&str]) -> Output {
+    let script = format!("trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" \"$@\"");
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_twinscan"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_write_that_fails_says_why_and_leaves_no_empty_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    let index = dir.path().join("i.twinscan");
+    let out = twinscan_with_file_limit(0, &["scan", "--index", s(&index), s(&photos)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("File too large"), "the system's reason, not the encoder's: {}", stderr(&out));
+    assert!(!stderr(&out).contains("buffer"), "{}", stderr(&out));
+
+    let out = scan(&index, &[&photos], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let journal = dir.path().join("j.jsonl");
+    let q = dir.path().join("q");
+    let args = ["scan", "--index", s(&index), "--quarantine", s(&q), "--apply", "--journal", s(&journal), s(&photos)];
+    let out = twinscan_with_file_limit(0, &args);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("File too large"), "{}", stderr(&out));
+    assert!(!journal.exists(), "no zero-byte journal left behind");
+    assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 11, "nothing moved without a journal");
+}

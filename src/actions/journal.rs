@@ -124,7 +124,12 @@ impl Writer {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(path).map_err(|e| Error::io(path, e))?;
         let mut journal = Writer { file, path: path.to_path_buf() };
-        journal.write(header)?;
+        // A journal that could not even take its header (a full disk) records nothing: no
+        // empty file is left behind.
+        if let Err(e) = journal.write(header) {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         Ok(journal)
     }
 
