@@ -103,14 +103,21 @@ pub struct Enrolled {
     pub failed: Vec<Error>,
 }
 
+/// Characters that change how a label is shown without showing themselves: bidirectional
+/// overrides, embeddings and isolates, the Arabic letter mark, zero-width characters and the byte
+/// order mark (a label "admin" followed by U+202E would display as another name).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 fn check_label(label: &str) -> Result<()> {
     let bad = |reason: &str| Err(Error::Label { label: label.into(), reason: reason.into() });
     if label.trim().is_empty() {
         bad("empty")
     } else if label.len() > MAX_LABEL {
         bad("longer than 256 bytes")
-    } else if label.chars().any(char::is_control) {
-        bad("contains control characters")
+    } else if label.chars().any(|c| c.is_control() || is_invisible_format(c)) {
+        bad("contains control, bidirectional or invisible formatting characters")
     } else {
         Ok(())
     }
@@ -176,7 +183,8 @@ impl Gallery {
         Ok(())
     }
 
-    /// Checks that the gallery's embeddings came from `model` under its invariance.
+    /// Checks that the gallery's embeddings came from `model` under its invariance, with the
+    /// length it makes.
     pub fn check_model(&self, model: &Model) -> Result<()> {
         let invariance = model.invariance().as_str();
         if self.model != model.fingerprint() || self.invariance != invariance {
@@ -184,6 +192,9 @@ impl Gallery {
                 made_by: format!("{} ({})", short(&self.model), self.invariance),
                 in_use: format!("{} ({invariance})", short(model.fingerprint())),
             });
+        }
+        if self.embedding_len != model.embedding_len() {
+            return Err(Error::DimensionMismatch { left: self.embedding_len, right: model.embedding_len() });
         }
         Ok(())
     }
@@ -197,6 +208,17 @@ impl Gallery {
     /// calibrated one.
     pub fn threshold(&self, model: &Model) -> f32 {
         self.threshold.unwrap_or(model.meta().threshold)
+    }
+
+    /// The threshold saved with the gallery, if one was set; `None` means the model's.
+    pub fn stored_threshold(&self) -> Option<f32> {
+        self.threshold
+    }
+
+    /// The saved threshold when it accepts more than `model`'s calibrated one: a gallery file
+    /// can carry any threshold (a huge one accepts every probe), so callers should show it.
+    pub fn looser_threshold(&self, model: &Model) -> Option<f32> {
+        self.threshold.filter(|t| *t > model.meta().threshold)
     }
 
     /// Sets the acceptance threshold (a distance; lower is stricter), or `None` for the model's.
@@ -426,6 +448,18 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         assert!(matches!(Gallery::from_bytes(&bytes, &path), Err(Error::Gallery { .. })));
+    }
+
+    #[test]
+    fn a_gallery_whose_embedding_length_is_not_the_models_is_refused() {
+        let m = model(1);
+        let mut g = gallery(&m);
+        g.embedding_len += 1;
+        for e in g.identities.values_mut().flatten() {
+            e.push(0.0);
+        }
+        let g = Gallery::from_bytes(&g.to_bytes().unwrap(), Path::new("g")).unwrap();
+        assert!(matches!(g.check_model(&m), Err(Error::DimensionMismatch { .. })));
     }
 
     #[test]

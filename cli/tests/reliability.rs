@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::{of_type, photos, records, s, stderr, twinscan};
@@ -97,4 +97,50 @@ fn a_write_that_fails_says_why_and_leaves_no_empty_journal() {
     assert!(stderr(&out).contains("File too large"), "{}", stderr(&out));
     assert!(!journal.exists(), "no zero-byte journal left behind");
     assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 11, "nothing moved without a journal");
+}
+
+/// A gallery of the example photos under the built-in model: one label per picture.
+fn enrolled(dir: &Path) -> PathBuf {
+    let photos = photos(dir);
+    let gallery = dir.join("people.twg");
+    for name in ["coffee", "rocket"] {
+        let out = twinscan(&["gallery", "enroll", "-g", s(&gallery), name, s(&photos.join(format!("{name}.jpg")))]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    gallery
+}
+
+#[test]
+fn labels_with_bidirectional_or_invisible_characters_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = enrolled(dir.path());
+    let photo = common::examples().join("chelsea.jpg");
+    for label in ["admin\u{202E}nimda", "\u{2066}root\u{2069}", "ali\u{200B}ce", "bob\u{7}"] {
+        let out = twinscan(&["gallery", "enroll", "-g", s(&gallery), label, s(&photo)]);
+        assert_eq!(out.status.code(), Some(2), "{label:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("characters"), "{label:?}: {}", stderr(&out));
+    }
+    let out = twinscan(&["gallery", "list", "-g", s(&gallery), "--json"]);
+    assert_eq!(of_type(&records(&out), "label").len(), 2, "nothing enrolled");
+}
+
+#[test]
+fn a_saved_threshold_looser_than_the_models_is_shown_and_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = enrolled(dir.path());
+    let mut g = twinscan::gallery::Gallery::load(&gallery).unwrap();
+    g.set_threshold(Some(3e38)).unwrap();
+    g.save(&gallery).unwrap();
+
+    let out = twinscan(&["gallery", "list", "-g", s(&gallery), "--json"]);
+    let r = records(&out);
+    let shown = of_type(&r, "gallery")[0]["threshold"].as_f64().expect("the saved threshold shown");
+    assert!((shown / 3e38 - 1.0).abs() < 1e-6, "{shown}");
+    let probe = common::examples().join("chelsea.jpg");
+    let out = twinscan(&["gallery", "identify", "-g", s(&gallery), "--json", s(&probe)]);
+    assert!(stderr(&out).contains("looser than the model's calibrated"), "{}", stderr(&out));
+    // An explicit threshold replaces it, and then there is nothing to warn about.
+    let out = twinscan(&["gallery", "identify", "-g", s(&gallery), "--threshold", "0.1", "--json", s(&probe)]);
+    assert!(!stderr(&out).contains("looser"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "a cat is neither coffee nor a rocket: {}", stderr(&out));
 }

@@ -127,6 +127,12 @@ fn open(args: &QueryArgs) -> Result<(Gallery, Model)> {
     g.check_model(&model).with_context(|| format!("cannot use the gallery {}", args.gallery.gallery.display()))?;
     if args.threshold.is_some() {
         g.set_threshold(args.threshold)?;
+    } else if let Some(t) = g.looser_threshold(&model) {
+        eprintln!(
+            "twinscan: warning: the gallery's saved threshold {t} is looser than the model's calibrated {}: \
+             it accepts more probes (--threshold overrides it)",
+            model.meta().threshold
+        );
     }
     Ok((g, model))
 }
@@ -255,14 +261,16 @@ fn list(args: ListArgs) -> Result<Code> {
         for (label, n) in g.labels() {
             json_line(&json!({"type": "label", "label": label, "embeddings": n}));
         }
-        json_line(
-            &json!({"type": "gallery", "path": path_text(&args.gallery.gallery), "model": g.model(), "labels": g.len()}),
-        );
+        json_line(&json!({
+            "type": "gallery", "path": path_text(&args.gallery.gallery), "model": g.model(), "labels": g.len(),
+            "threshold": g.stored_threshold(),
+        }));
     } else {
         for (label, n) in g.labels() {
             println!("{label}\t{n}");
         }
-        eprintln!("{} label(s), model {}", g.len(), g.model());
+        let threshold = g.stored_threshold().map_or("the model's".into(), |t| format!("{t} (saved)"));
+        eprintln!("{} label(s), model {}, threshold {threshold}", g.len(), g.model());
     }
     Ok(Code::Nothing)
 }
