@@ -362,7 +362,8 @@ pub fn outliers(
     }
     let search =
         Search::new(entries.iter().map(|e| e.embedding.as_slice()).collect(), model, kind, Purpose::Neighbours);
-    let k = k.max(1);
+    // More neighbours than there are other images is all of them (and k + copies cannot wrap).
+    let k = k.clamp(1, entries.len().max(2) - 1);
     let scored: Vec<Result<Outlier>> = entries
         .par_iter()
         .enumerate()

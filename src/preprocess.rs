@@ -68,7 +68,8 @@ pub(crate) fn read_limited(path: &Path, limits: &DecodeLimits, follow: bool) -> 
 }
 
 /// Decodes an in-memory image under `limits`, with its EXIF orientation applied; `path` only
-/// names it in errors. The format is recognised from the content, never from the name.
+/// names it in errors. The format is recognised from the content, never from the name, except
+/// TGA, which has no signature and is recognised by a `.tga` extension.
 pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
     decode(bytes, path, limits, None).map(|d| d.image)
 }
@@ -104,7 +105,11 @@ fn decode(bytes: &[u8], path: &Path, limits: &DecodeLimits, meta: Option<&ModelM
     if bytes.is_empty() {
         return Err(Error::EmptyImage { path: path.into() });
     }
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::io(path, e))?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::io(path, e))?;
+    // TGA has no magic bytes: it is recognised by its extension alone.
+    if reader.format().is_none() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tga")) {
+        reader.set_format(image::ImageFormat::Tga);
+    }
     let Some(format) = reader.format() else {
         return Err(Error::UnknownFormat { path: path.into() });
     };

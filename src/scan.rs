@@ -79,7 +79,7 @@ pub struct UpdateReport {
     pub unchanged: usize,
     /// Entries dropped because their file is gone (or no longer among the files).
     pub removed: usize,
-    /// Files that are not images (unrecognised content and no image extension): skipped
+    /// Files that are not images (unrecognised or empty content and no image extension): skipped
     /// without an error, as a folder of photos often holds other files too.
     pub not_images: usize,
     /// Files that could not be used, one error each.
@@ -133,7 +133,12 @@ pub fn update(
                             entries.push(entry);
                             counts.embedded += 1;
                         }
-                        Err(Error::UnknownFormat { path }) if !has_image_extension(&path) => counts.not_images += 1,
+                        // Empty markers (.nomedia, .gitkeep) are not images either.
+                        Err(Error::UnknownFormat { path } | Error::EmptyImage { path })
+                            if !has_image_extension(&path) =>
+                        {
+                            counts.not_images += 1
+                        }
                         Err(e) => counts.errors.push(e),
                     }
                 }

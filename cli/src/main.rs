@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("twinscan: error: {e:#}");
+            eprintln!("twinscan: error: {}", commands::shown_text(&format!("{e:#}")));
             exit::Code::Error.into()
         }
     }

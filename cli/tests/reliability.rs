@@ -144,3 +144,102 @@ fn a_saved_threshold_looser_than_the_models_is_shown_and_warned_about() {
     assert!(!stderr(&out).contains("looser"), "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0), "a cat is neither coffee nor a rocket: {}", stderr(&out));
 }
+
+/// A folder holding copies of coffee.jpg under hostile names (and, in `extra`, other files).
+fn named_copies(dir: &Path, names: &[&std::ffi::OsStr]) -> PathBuf {
+    let folder = dir.join("names");
+    std::fs::create_dir(&folder).unwrap();
+    for name in names {
+        std::fs::copy(common::examples().join("coffee.jpg"), folder.join(name)).unwrap();
+    }
+    folder
+}
+
+#[test]
+fn file_names_cannot_forge_output_lines_drive_the_terminal_or_run_in_a_spreadsheet() {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = named_copies(
+        dir.path(),
+        &[OsStr::new("a.jpg"), OsStr::new("b\n  keep  shadow (1x1).jpg"), OsStr::new("\u{1b}[2J\u{1b}[31mred.jpg")],
+    );
+    let index = dir.path().join("i.twinscan");
+    let out = twinscan(&["scan", "--index", s(&index), s(&folder)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.lines().any(|l| l.trim_start().starts_with("keep  shadow")), "{text}");
+    assert!(text.contains("b\\n  keep  shadow"), "the newline shown escaped: {text}");
+    assert!(!text.contains('\u{1b}') && text.contains("\\u{1b}[2J"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.trim_start().starts_with("keep") || l.trim_start().starts_with("exact")).count(),
+        3
+    );
+
+    // A folder named like a formula, scanned by a relative path: its cells start with `=`.
+    std::fs::rename(&folder, dir.path().join("=SUM(1)")).unwrap();
+    let out = common::twinscan_within(300, dir.path(), &["scan", "--csv", "--index", s(&index), "=SUM(1)"]).unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.contains("'=SUM(1)/a.jpg"), "{csv}");
+    assert!(!csv.lines().any(|l| l.split(',').any(|cell| cell.trim_start_matches('"').starts_with('='))), "{csv}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_name_that_is_not_utf8_stays_apart_from_its_replacement_character_twin() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = std::ffi::OsStr::from_bytes(b"tw\xffin.jpg");
+    let twin = std::ffi::OsStr::new("tw\u{fffd}in.jpg");
+    let folder = named_copies(dir.path(), &[raw, twin]);
+    let index = dir.path().join("i.twinscan");
+    let out = scan(&index, &[&folder], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = records(&out);
+    let group = of_type(&r, "group")[0].clone();
+    let mut all = group["members"].as_array().unwrap().clone();
+    all.iter_mut().for_each(|m| m["keep"] = serde_json::Value::Null);
+    let bytes: Vec<_> = all.iter().map(|m| m["path_bytes"].clone()).collect();
+    assert_eq!(bytes.iter().filter(|b| b.is_null()).count(), 1, "only the non-UTF-8 name carries its bytes: {all:?}");
+    let exact: Vec<u8> = folder.join(raw).as_os_str().as_bytes().to_vec();
+    assert!(bytes.contains(&serde_json::json!(exact)), "{all:?}");
+
+    let out = twinscan(&["scan", "--index", s(&index), s(&folder)]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("tw\\xffin.jpg") && text.contains("tw\u{fffd}in.jpg"), "{text}");
+}
+
+#[test]
+fn empty_marker_files_are_not_errors_and_tga_images_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    std::fs::write(photos.join(".nomedia"), b"").unwrap();
+    std::fs::write(photos.join(".gitkeep"), b"").unwrap();
+    std::fs::write(photos.join("empty.jpg"), b"").unwrap();
+    twinscan::image::open(photos.join("rocket.jpg")).unwrap().to_rgb8().save(photos.join("rocket.tga")).unwrap();
+    let out = scan(&dir.path().join("i.twinscan"), &[&photos], &[]);
+    let r = records(&out);
+    let errors: Vec<_> = of_type(&r, "error").into_iter().map(|e| e["path"].as_str().unwrap().to_string()).collect();
+    assert_eq!(errors, [s(&photos.join("empty.jpg"))], "only the empty file that claims to be an image");
+    let sum = summary(&out);
+    assert_eq!(sum["not_images"], 2, "the two markers: {sum}");
+    let tga = s(&photos.join("rocket.tga")).to_string();
+    let grouped =
+        of_type(&r, "group").iter().any(|g| g["members"].as_array().unwrap().iter().any(|m| m["path"] == tga));
+    assert!(grouped, "the TGA copy of rocket.jpg joins its group");
+}
+
+#[test]
+fn outliers_with_a_huge_k_use_every_other_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    let index = dir.path().join("i.twinscan");
+    let huge = usize::MAX.to_string();
+    let out = twinscan(&["outliers", "--json", "--index", s(&index), "--top", "1", "--k", &huge, s(&photos)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let all = twinscan(&["outliers", "--json", "--index", s(&index), "--top", "1", "--k", "10", s(&photos)]);
+    assert_eq!(
+        of_type(&records(&out), "outlier"),
+        of_type(&records(&all), "outlier"),
+        "k beyond the images = all of them"
+    );
+}

@@ -10,7 +10,7 @@ use twinscan::detect::Group;
 use twinscan::index::Entry;
 
 use super::scan::{csv, Format};
-use super::{json_line, path_text};
+use super::{json_line, path_text, put_path, shown, shown_text};
 use crate::exit::Code;
 
 #[derive(clap::Args)]
@@ -108,32 +108,36 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], roots: &[PathBuf
     if json {
         json_line(&json!({"type": "journal", "path": path_text(&journal)}));
     } else {
-        eprintln!("twinscan: journal {} (twinscan undo {0} puts everything back)", journal.display());
+        eprintln!("twinscan: journal {} (twinscan undo {0} puts everything back)", shown(&journal));
     }
     Ok(failed)
 }
 
 fn print_step(step: &Step, status: &str, reason: Option<&str>, format: Format) {
-    let path = path_text(&step.path);
     let (op, to) = match &step.op {
-        Op::Move(to) => ("move", Some(path_text(to))),
-        Op::Link => ("link", Some(path_text(&step.keep))),
+        Op::Move(to) => ("move", Some(to.as_path())),
+        Op::Link => ("link", Some(step.keep.as_path())),
         Op::Skip(_) => ("none", None),
     };
     if format == Format::Json {
-        json_line(&json!({
-            "type": "action", "status": status, "group": step.group, "op": op, "path": path,
-            "to": to, "keep": path_text(&step.keep), "reason": reason,
-        }));
+        let mut record = json!({"type": "action", "status": status, "group": step.group, "op": op, "reason": reason});
+        put_path(&mut record, "path", &step.path);
+        put_path(&mut record, "keep", &step.keep);
+        match to {
+            Some(to) => put_path(&mut record, "to", to),
+            None => record["to"] = serde_json::Value::Null,
+        }
+        json_line(&record);
         return;
     }
+    let path = shown(&step.path);
     let what = match (&step.op, to) {
-        (Op::Move(_), Some(to)) => format!("move {path} -> {to}"),
-        (Op::Link, Some(keep)) => format!("link {path} -> {keep}"),
+        (Op::Move(_), Some(to)) => format!("move {path} -> {}", shown(to)),
+        (Op::Link, Some(keep)) => format!("link {path} -> {}", shown(keep)),
         _ => path.clone(),
     };
     let detail = match reason {
-        Some(reason) => format!("{what}  ({reason})"),
+        Some(reason) => format!("{what}  ({})", shown_text(reason)),
         None => what,
     };
     if format == Format::Csv {
@@ -162,13 +166,14 @@ pub fn run_undo(args: UndoArgs) -> Result<Code> {
                 ("failed", Some(e.to_string()))
             }
         };
-        let path = path_text(path);
         if args.json {
-            json_line(&json!({"type": status, "path": path, "reason": reason}));
+            let mut record = json!({"type": status, "reason": reason});
+            put_path(&mut record, "path", path);
+            json_line(&record);
         } else if let Some(reason) = reason {
-            println!("{status:<8} {path}  ({reason})");
+            println!("{status:<8} {}  ({})", shown(path), shown_text(&reason));
         } else {
-            println!("{status:<8} {path}");
+            println!("{status:<8} {}", shown(path));
         }
     }
     Ok(if failed { Code::Error } else { Code::Nothing })

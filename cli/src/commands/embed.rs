@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::json;
 
-use super::{json_line, path_text, report_error, ModelArg};
+use super::{json_line, put_path, report_error, shown, ModelArg};
 use crate::exit::Code;
 
 #[derive(clap::Args)]
@@ -24,10 +24,14 @@ pub fn run(args: Args) -> Result<Code> {
     let mut failed = 0;
     for (path, result) in args.files.iter().zip(results) {
         match (result, args.json) {
-            (Ok(e), true) => json_line(&json!({"type": "embedding", "path": path_text(path), "embedding": e})),
+            (Ok(e), true) => {
+                let mut record = json!({"type": "embedding", "embedding": e});
+                put_path(&mut record, "path", path);
+                json_line(&record);
+            }
             (Ok(e), false) => {
                 let values: Vec<String> = e.iter().map(|v| format!("{v:.6}")).collect();
-                println!("{}\t{}", path.display(), values.join(" "));
+                println!("{}\t{}", shown(path), values.join(" "));
             }
             (Err(e), json) => {
                 failed += 1;

@@ -8,7 +8,7 @@ use twinscan::gallery::{Gallery, Verification};
 use twinscan::store::FileLock;
 use twinscan::Model;
 
-use super::{json_line, path_text, report_error, ModelArg};
+use super::{json_line, path_text, put_path, report_error, shown, ModelArg};
 use crate::exit::Code;
 
 #[derive(clap::Args)]
@@ -205,7 +205,7 @@ fn verify(args: VerifyArgs) -> Result<Code> {
         if json {
             let mut record = verification_json(&v);
             record["type"] = "verification".into();
-            record["probe"] = json!(path_text(path));
+            put_path(&mut record, "probe", path);
             record["label"] = json!(args.label);
             record["threshold"] = json!(threshold);
             json_line(&record);
@@ -213,7 +213,7 @@ fn verify(args: VerifyArgs) -> Result<Code> {
             let word = if v.accepted { "accepted" } else { "rejected" };
             println!(
                 "{}: {word} as {} (distance {:.4}, threshold {threshold:.4}, probability {:.4})",
-                path.display(),
+                shown(path),
                 args.label,
                 v.distance,
                 v.probability
@@ -241,15 +241,17 @@ fn identify(args: IdentifyArgs) -> Result<Code> {
                     v
                 })
                 .collect();
-            json_line(&json!({
-                "type": "identification", "probe": path, "label": found.label(),
+            let mut record = json!({
+                "type": "identification", "label": found.label(),
                 "threshold": g.threshold(&model), "candidates": candidates,
-            }));
+            });
+            put_path(&mut record, "probe", path);
+            json_line(&record);
         } else {
             let answer = found.label().unwrap_or("unknown");
             let ranked: Vec<String> =
                 found.candidates.iter().map(|c| format!("{} {:.4}", c.label, c.verification.distance)).collect();
-            println!("{}: {answer}  (nearest: {})", path.display(), ranked.join(", "));
+            println!("{}: {answer}  (nearest: {})", shown(path), ranked.join(", "));
         }
     }
     Ok(verdict(failed, identified))

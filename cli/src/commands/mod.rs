@@ -45,9 +45,46 @@ impl ModelArg {
 }
 
 /// A path for a JSON record: JSON strings are Unicode, so a name that is not UTF-8 (legal on
-/// Unix) is written with U+FFFD in place of the bytes it cannot show, as text output shows it.
+/// Unix) is written with U+FFFD in place of the bytes it cannot show; [`put_path`] adds the
+/// exact bytes beside it.
 pub fn path_text(path: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
+}
+
+/// Sets `record[key]` to the path's text and, only when the name is not UTF-8, `record[key +
+/// "_bytes"]` to its exact bytes: two names that differ only in bytes U+FFFD stands for stay
+/// apart, and a script can open the file.
+pub fn put_path(record: &mut serde_json::Value, key: &str, path: &std::path::Path) {
+    record[key] = path_text(path).into();
+    if path.to_str().is_none() {
+        record[format!("{key}_bytes")] = path.as_os_str().as_encoded_bytes().to_vec().into();
+    }
+}
+
+/// A path for text and CSV output: see [`shown_text`]; bytes that are not UTF-8 appear as
+/// `\xNN`, so such a name never prints like its U+FFFD twin.
+pub fn shown(path: &std::path::Path) -> String {
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_encoded_bytes().utf8_chunks() {
+        out.push_str(&shown_text(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Text for a terminal or a line-based reader: control characters (a newline, a terminal
+/// escape sequence) and backslashes are escaped (`\n`, `\u{1b}`, `\\`), so that a file name can
+/// neither forge output lines nor drive the terminal.
+pub fn shown_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(|c: char| c.is_control() || c == '\\') {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if c.is_control() || c == '\\' { c.escape_default().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
 }
 
 /// Writes one JSON Lines record to stdout.
@@ -58,11 +95,11 @@ pub fn json_line(value: &serde_json::Value) {
 /// Reports a file that failed: an `error` record with `--json`, else a line on stderr.
 pub fn report_error(json: bool, path: &std::path::Path, e: &twinscan::Error) {
     if json {
-        json_line(
-            &serde_json::json!({"type": "error", "path": path_text(path), "kind": e.kind(), "error": e.to_string()}),
-        );
+        let mut record = serde_json::json!({"type": "error", "kind": e.kind(), "error": e.to_string()});
+        put_path(&mut record, "path", path);
+        json_line(&record);
     } else {
-        eprintln!("twinscan: {e}");
+        eprintln!("twinscan: {}", shown_text(&e.to_string()));
     }
 }
 

@@ -19,7 +19,7 @@ use twinscan::store::{self, FileLock};
 use twinscan::{Model, DEFAULT_BATCH};
 
 use super::act::{act, ActArgs};
-use super::{json_line, path_text, report_error, ModelArg};
+use super::{json_line, path_text, put_path, report_error, shown, shown_text, ModelArg};
 use crate::exit::Code;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -248,24 +248,26 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
 
 fn print_errors(report: &UpdateReport, format: Format, out: &mut impl Write) -> Result<()> {
     for e in &report.errors {
-        let path = e.path().map(path_text).unwrap_or_default();
+        let path = e.path().unwrap_or(Path::new(""));
         match format {
-            Format::Json => {
-                json_line(&json!({"type": "error", "path": path, "kind": e.kind(), "error": e.to_string()}))
-            }
-            Format::Csv => writeln!(out, "error,,{},,,,,{}", csv(&path), csv(&e.to_string()))?,
-            Format::Text => eprintln!("twinscan: {e}"),
+            Format::Json => report_error(true, path, e),
+            Format::Csv => writeln!(out, "error,,{},,,,,{}", csv(&shown(path)), csv(&shown_text(&e.to_string())))?,
+            Format::Text => report_error(false, path, e),
         }
     }
     Ok(())
 }
 
 /// A CSV field, quoted when it must be.
+/// One CSV cell: quoted when it holds a separator, quote or line break, and prefixed with `'`
+/// when it starts like a formula (`=`, `+`, `-`, `@`, tab, carriage return), so that a
+/// spreadsheet shows a crafted file name instead of running it.
 pub fn csv(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -278,17 +280,19 @@ fn print_groups(groups: &[Group], entries: &[Entry], format: Format, out: &mut i
                     .members
                     .iter()
                     .map(|m| {
-                        json!({"path": path_text(&entries[m.entry].path), "distance": m.distance, "exact": m.exact, "contained": m.contained})
+                        let mut member = json!({"distance": m.distance, "exact": m.exact, "contained": m.contained});
+                        put_path(&mut member, "path", &entries[m.entry].path);
+                        member
                     })
                     .collect();
-                json_line(
-                    &json!({"type": "group", "id": id + 1, "exact": g.exact(), "keep": path_text(&keep.path), "members": members}),
-                );
+                let mut record = json!({"type": "group", "id": id + 1, "exact": g.exact(), "members": members});
+                put_path(&mut record, "keep", &keep.path);
+                json_line(&record);
             }
             Format::Csv => {
                 for (i, m) in g.members.iter().enumerate() {
                     let role = if i == 0 { "keep" } else { "duplicate" };
-                    let path = entries[m.entry].path.display().to_string();
+                    let path = shown(&entries[m.entry].path);
                     writeln!(out, "group,{},{},{role},{},{},,", id + 1, csv(&path), m.distance, m.exact)?;
                 }
             }
@@ -308,7 +312,7 @@ fn print_groups(groups: &[Group], entries: &[Entry], format: Format, out: &mut i
                         (_, false) => format!("  distance {:.4}", m.distance),
                         (_, true) => format!("  distance {:.4}, contained", m.distance),
                     };
-                    writeln!(out, "  {role:<5} {} ({}x{}){distance}", e.path.display(), e.dims.0, e.dims.1)?;
+                    writeln!(out, "  {role:<5} {} ({}x{}){distance}", shown(&e.path), e.dims.0, e.dims.1)?;
                 }
             }
         }
@@ -320,9 +324,13 @@ fn print_outliers(found: &[Outlier], entries: &[Entry], format: Format, out: &mu
     for o in found {
         let path = &entries[o.entry].path;
         match format {
-            Format::Json => json_line(&json!({"type": "outlier", "path": path_text(path), "score": o.score})),
-            Format::Csv => writeln!(out, "outlier,,{},,,,{},", csv(&path.display().to_string()), o.score)?,
-            Format::Text => writeln!(out, "outlier  score {:.4}  {}", o.score, path.display())?,
+            Format::Json => {
+                let mut record = json!({"type": "outlier", "score": o.score});
+                put_path(&mut record, "path", path);
+                json_line(&record);
+            }
+            Format::Csv => writeln!(out, "outlier,,{},,,,{},", csv(&shown(path)), o.score)?,
+            Format::Text => writeln!(out, "outlier  score {:.4}  {}", o.score, shown(path))?,
         }
     }
     Ok(())
@@ -480,18 +488,19 @@ pub fn run_query(args: QueryArgs) -> Result<Code> {
             }
         };
         if !args.json {
-            writeln!(out, "{}", path.display())?;
+            writeln!(out, "{}", shown(path))?;
         }
         for (i, d) in search.nearest(&embedding, args.k)? {
             let p = index.entries[i].path.as_path();
             let similar = d <= model.meta().threshold;
             matched |= similar;
             if args.json {
-                json_line(
-                    &json!({"type": "neighbour", "query": path_text(path), "path": path_text(p), "distance": d, "similar": similar}),
-                );
+                let mut record = json!({"type": "neighbour", "distance": d, "similar": similar});
+                put_path(&mut record, "query", path);
+                put_path(&mut record, "path", p);
+                json_line(&record);
             } else {
-                writeln!(out, "  {d:.4}  {}{}", p.display(), if similar { "  (duplicate)" } else { "" })?;
+                writeln!(out, "  {d:.4}  {}{}", shown(p), if similar { "  (duplicate)" } else { "" })?;
             }
         }
     }
