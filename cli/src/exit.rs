@@ -14,6 +14,9 @@ pub enum Code {
     /// Bad arguments, an unusable model, index or journal, (embed, compare, query) an input
     /// failed, an action of `scan --apply` failed, or `undo` left an entry unrestored.
     Error = 2,
+    /// Stopped by Ctrl-C: what was done before is saved (and journalled); no action was taken
+    /// after it.
+    Interrupted = 130,
 }
 
 impl From<Code> for ExitCode {
@@ -27,4 +30,6 @@ pub const HELP: &str = "Exit codes:
   1  success; something found (compare: similar; scan/outliers: groups or outliers; query: a duplicate)
   2  error: bad arguments, unusable model or index, an input of embed/compare/query failed,
      an action of scan --apply failed, or undo could not restore an entry (it restores all it
-     can first; scan and outliers report unreadable files as error records and still finish)";
+     can first; scan and outliers report unreadable files as error records and still finish)
+  130 interrupted by Ctrl-C: the index keeps what was embedded, no action starts after it (a
+     second Ctrl-C ends the process at once)";

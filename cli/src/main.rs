@@ -3,6 +3,7 @@
 
 mod commands;
 mod exit;
+mod interrupt;
 mod report;
 
 use std::process::ExitCode;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    interrupt::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => commands::scan::run_scan(args),

@@ -243,3 +243,60 @@ fn outliers_with_a_huge_k_use_every_other_image() {
         "k beyond the images = all of them"
     );
 }
+
+/// Starts twinscan and sends it one SIGINT as soon as it handles the signal (read from
+/// /proc, so the test does not guess at timing); returns its output.
+#[cfg(target_os = "linux")]
+fn interrupted(args: &[&str]) -> Output {
+    use std::process::{Command, Stdio};
+    let child = Command::new(env!("CARGO_BIN_EXE_twinscan"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let catches_sigint = || {
+        std::fs::read_to_string(&status).ok().and_then(|s| {
+            let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim().to_string();
+            u64::from_str_radix(&mask, 16).ok().map(|m| m & (1 << (2 - 1)) != 0)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while catches_sigint() != Some(true) {
+        assert!(std::time::Instant::now() < deadline, "twinscan never handled SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    child.wait_with_output().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn ctrl_c_during_a_scan_stops_before_any_action_with_exit_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    let index = dir.path().join("i.twinscan");
+    assert_eq!(scan(&index, &[&photos], &[]).status.code(), Some(1));
+    // New images, so that the second scan has embedding to do when Ctrl-C comes.
+    let big = twinscan::image::open(photos.join("rocket.jpg")).unwrap().resize(
+        2400,
+        2400,
+        twinscan::image::imageops::Triangle,
+    );
+    for i in 0..8 {
+        big.save(photos.join(format!("big-{i}.png"))).unwrap();
+    }
+    let before = std::fs::read_dir(&photos).unwrap().count();
+    let quarantine = dir.path().join("q");
+    let out =
+        interrupted(&["scan", "--json", "--index", s(&index), "--quarantine", s(&quarantine), "--apply", s(&photos)]);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&photos).unwrap().count(), before, "nothing moved");
+    assert!(of_type(&records(&out), "action").is_empty());
+    assert_eq!(summary(&out)["interrupted"], true);
+    // What was embedded before the interrupt is kept: the index still loads.
+    Index::load(&index).unwrap();
+}

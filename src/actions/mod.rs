@@ -20,6 +20,7 @@ mod journal;
 mod transfer;
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::detect::Group;
@@ -207,8 +208,9 @@ fn root_of<'a>(roots: &'a [PathBuf], path: &Path) -> Result<&'a Path> {
 
 /// Carries out `plan`, writing `journal` (a new file; an existing one is never overwritten).
 /// Returns one outcome per step; a step that fails or is skipped leaves its file as it was and
-/// does not stop the others.
-pub fn apply(plan: &Plan, journal: &Path) -> Result<Vec<Outcome>> {
+/// does not stop the others. `stop` is checked before each step: once it is set, the steps
+/// left are skipped (an action is never cut in half).
+pub fn apply(plan: &Plan, journal: &Path, stop: &AtomicBool) -> Result<Vec<Outcome>> {
     let (kind, quarantine) = match &plan.action {
         Action::Quarantine(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -219,8 +221,16 @@ pub fn apply(plan: &Plan, journal: &Path) -> Result<Vec<Outcome>> {
     let roots = plan.roots.iter().map(|r| r.as_path().into()).collect();
     let header = Record::Journal { version: journal::VERSION, action: Some(kind), quarantine, roots };
     let mut journal = journal::Writer::create(journal, &header)?;
-    let outcomes =
-        plan.steps.iter().map(|step| apply_step(plan, step, &mut journal).unwrap_or_else(Outcome::Failed)).collect();
+    let outcomes = plan
+        .steps
+        .iter()
+        .map(|step| {
+            if stop.load(Ordering::SeqCst) {
+                return Outcome::Skipped("interrupted before this step".into());
+            }
+            apply_step(plan, step, &mut journal).unwrap_or_else(Outcome::Failed)
+        })
+        .collect();
     Ok(outcomes)
 }
 
@@ -410,7 +420,7 @@ mod tests {
         let s = &plan.steps[0];
         fs::hard_link(&s.path, &s.keep).unwrap();
         let journal = dir.path().join("j.jsonl");
-        let out = apply(&plan, &journal).unwrap();
+        let out = apply(&plan, &journal, &AtomicBool::new(false)).unwrap();
         assert!(matches!(&out[0], Outcome::Unchanged(r) if r.contains("already")), "{out:?}");
         assert!(undo(&journal).unwrap().is_empty(), "nothing journalled, nothing undone");
     }
@@ -420,7 +430,7 @@ mod tests {
         let (dir, plan) = one_step("a.png", b"scanned", |root| quarantined(root, "a.png"));
         let s = &plan.steps[0];
         fs::write(&s.path, b"edited since").unwrap();
-        let out = apply(&plan, &dir.path().join("j.jsonl")).unwrap();
+        let out = apply(&plan, &dir.path().join("j.jsonl"), &AtomicBool::new(false)).unwrap();
         assert!(matches!(&out[0], Outcome::Skipped(r) if r.contains("changed")), "{out:?}");
         assert_eq!(fs::read(&s.path).unwrap(), b"edited since");
         let Op::Move(to) = &s.op else { unreachable!() };
@@ -432,7 +442,7 @@ mod tests {
         let (dir, plan) = one_step("a.png", b"original", |root| quarantined(root, "a.png"));
         let s = &plan.steps[0];
         let journal = dir.path().join("j.jsonl");
-        assert!(matches!(apply(&plan, &journal).unwrap()[0], Outcome::Done));
+        assert!(matches!(apply(&plan, &journal, &AtomicBool::new(false)).unwrap()[0], Outcome::Done));
         fs::write(&s.path, b"a new file").unwrap();
         let out = undo(&journal).unwrap();
         assert!(matches!(&out[0].1, Outcome::Skipped(r) if r.contains("another file")), "{out:?}");
@@ -445,7 +455,7 @@ mod tests {
     fn a_journal_cut_short_by_a_crash_still_undoes_what_it_records() {
         let (dir, plan) = one_step("a.png", b"original", |root| quarantined(root, "a.png"));
         let journal = dir.path().join("j.jsonl");
-        apply(&plan, &journal).unwrap();
+        apply(&plan, &journal, &AtomicBool::new(false)).unwrap();
         // The record of an action that never started, half written.
         let mut f = fs::OpenOptions::new().append(true).open(&journal).unwrap();
         f.write_all(br#"{"op":"move","from":"/x/b.p"#).unwrap();
@@ -456,12 +466,20 @@ mod tests {
     }
 
     #[test]
+    fn once_stopped_no_further_step_starts() {
+        let (dir, plan) = one_step("a.png", b"original", |root| quarantined(root, "a.png"));
+        let out = apply(&plan, &dir.path().join("j.jsonl"), &AtomicBool::new(true)).unwrap();
+        assert!(matches!(&out[0], Outcome::Skipped(r) if r.contains("interrupted")), "{out:?}");
+        assert_eq!(fs::read(&plan.steps[0].path).unwrap(), b"original");
+    }
+
+    #[test]
     fn an_existing_journal_is_never_overwritten_and_a_stranger_file_is_not_undone() {
         let dir = tempfile::tempdir().unwrap();
         let journal = dir.path().join("notes.txt");
         fs::write(&journal, "my notes\n").unwrap();
         let plan = Plan { action: Action::HardLink, roots: vec![dir.path().into()], steps: vec![] };
-        assert!(matches!(apply(&plan, &journal), Err(Error::Io { .. })));
+        assert!(matches!(apply(&plan, &journal, &AtomicBool::new(false)), Err(Error::Io { .. })));
         assert_eq!(fs::read_to_string(&journal).unwrap(), "my notes\n");
         assert!(matches!(undo(&journal), Err(Error::Journal { .. })));
     }

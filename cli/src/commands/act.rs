@@ -26,7 +26,7 @@ pub struct ActArgs {
     /// Carry out the plan: each file's hash is checked first (a changed file is skipped) and
     /// each action is journalled for `twinscan undo`. Nothing is ever deleted.
     #[arg(long)]
-    apply: bool,
+    pub apply: bool,
     /// Journal to write [default: twinscan-journal-<time>.jsonl in the quarantine folder, or
     /// in the current folder with --hardlink].
     #[arg(long, value_name = "PATH", requires = "apply")]
@@ -64,10 +64,17 @@ impl ActArgs {
     }
 }
 
-/// Plans (and with --apply carries out) the action on `groups`; true when an action failed.
-pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], roots: &[PathBuf], format: Format) -> Result<bool> {
+/// Plans (and with --apply carries out) the action on `groups`; the exit code when an action
+/// failed or Ctrl-C stopped them.
+pub fn act(
+    args: &ActArgs,
+    groups: &[Group],
+    entries: &[Entry],
+    roots: &[PathBuf],
+    format: Format,
+) -> Result<Option<Code>> {
     let json = format == Format::Json;
-    let Some(action) = args.action() else { return Ok(false) };
+    let Some(action) = args.action() else { return Ok(None) };
     let plan = actions::plan(groups, entries, &action, roots)?;
     if !args.apply {
         for step in &plan.steps {
@@ -80,7 +87,7 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], roots: &[PathBuf
         if !json {
             eprintln!("twinscan: a plan only; nothing changed (--apply carries it out)");
         }
-        return Ok(false);
+        return Ok(None);
     }
     let journal = match (&args.journal, &action) {
         (Some(path), _) => path.clone(),
@@ -92,7 +99,7 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], roots: &[PathBuf
     };
     // Absolute, so that the `undo` it suggests works from any folder.
     let journal = std::path::absolute(&journal).with_context(|| format!("resolving {}", journal.display()))?;
-    let outcomes = actions::apply(&plan, &journal)?;
+    let outcomes = actions::apply(&plan, &journal, crate::interrupt::flag())?;
     let mut failed = false;
     for (step, outcome) in plan.steps.iter().zip(&outcomes) {
         match outcome {
@@ -110,7 +117,7 @@ pub fn act(args: &ActArgs, groups: &[Group], entries: &[Entry], roots: &[PathBuf
     } else {
         eprintln!("twinscan: journal {} (twinscan undo {0} puts everything back)", shown(&journal));
     }
-    Ok(failed)
+    Ok(if crate::interrupt::requested() { Some(Code::Interrupted) } else { failed.then_some(Code::Error) })
 }
 
 fn print_step(step: &Step, status: &str, reason: Option<&str>, format: Format) {

@@ -3,8 +3,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -205,14 +203,6 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
                 == dir
     };
     files.retain(|f| !own(f));
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // A second Ctrl-C while the batch in flight finishes kills the process as usual.
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-    });
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -228,7 +218,7 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
         }
     };
     let options = UpdateOptions { batch: DEFAULT_BATCH * 4, follow_links: args.follow_links };
-    let mut report = update(&mut index, &files, model, &options, &stop, &progress);
+    let mut report = update(&mut index, &files, model, &options, crate::interrupt::flag(), &progress);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -437,8 +427,14 @@ pub fn run_scan(args: ScanArgs) -> Result<Code> {
     // Before any action, so that the page shows every file where the scan found it.
     let asked = args.outliers.then_some(found_outliers.as_slice());
     write_html(&args.common, &args.roots, &model, (&index, Some(&groups), asked), &report, (files, &found), started)?;
-    if act(&args.act, &groups, &index.entries, &args.roots, format)? {
-        return Ok(Code::Error);
+    if report.stopped {
+        if args.act.apply {
+            eprintln!("twinscan: interrupted before acting; nothing was moved or linked");
+        }
+        return Ok(Code::Interrupted);
+    }
+    if let Some(code) = act(&args.act, &groups, &index.entries, &args.roots, format)? {
+        return Ok(code);
     }
     Ok(if found.groups + found.outliers > 0 { Code::Found } else { Code::Nothing })
 }
@@ -467,6 +463,9 @@ pub fn run_outliers(args: OutliersArgs) -> Result<Code> {
         (files, &found),
         started,
     )?;
+    if report.stopped {
+        return Ok(Code::Interrupted);
+    }
     Ok(if found.outliers > 0 { Code::Found } else { Code::Nothing })
 }
 
