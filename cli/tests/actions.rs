@@ -99,6 +99,8 @@ fn quarantine_is_planned_then_applied_then_undone_byte_for_byte() {
 #[test]
 fn hard_links_replace_exact_copies_only_and_undo_separates_them_again() {
     let (dir, photos) = tree();
+    // Only files of one owner and mode are linked: the pair read-only alike.
+    std::fs::set_permissions(photos.join("coffee.jpg"), std::fs::Permissions::from_mode(0o444)).unwrap();
     let index = dir.path().join("i.twinscan");
     let journal = dir.path().join("links.jsonl");
     let before = snapshot(&photos);

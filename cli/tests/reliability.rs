@@ -300,3 +300,95 @@ fn ctrl_c_during_a_scan_stops_before_any_action_with_exit_130() {
     // What was embedded before the interrupt is kept: the index still loads.
     Index::load(&index).unwrap();
 }
+
+#[cfg(unix)]
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // A file we create belongs to our effective user.
+    let probe = tempfile::tempfile().unwrap();
+    probe.metadata().unwrap().uid() == 0
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cross_device_quarantine_and_its_undo_keep_time_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: the cross-device case is not exercised");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let root = is_root();
+    for e in std::fs::read_dir(&photos).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::File::options().write(true).open(&p).unwrap().set_modified(then).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        if root {
+            std::os::unix::fs::chown(&p, Some(4321), Some(4322)).unwrap();
+        }
+    }
+    let attrs = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.modified().unwrap(), m.mode() & 0o7777, (m.uid(), m.gid()))
+    };
+    let expected = (then, 0o640, if root { (4321, 4322) } else { attrs(&photos.join("coffee.jpg")).2 });
+    let index = dir.path().join("i.twinscan");
+    let q = shm.path().join("q");
+    let out = scan(&index, &[&photos], &["--quarantine", s(&q), "--apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r = records(&out);
+    let done = of_type(&r, "action");
+    assert_eq!(done.len(), 6);
+    for a in &done {
+        assert_eq!(attrs(Path::new(a["to"].as_str().unwrap())), expected, "{a}");
+    }
+    let journal = of_type(&r, "journal")[0]["path"].as_str().unwrap().to_string();
+    let out = twinscan(&["undo", &journal]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for a in &done {
+        assert_eq!(attrs(Path::new(a["path"].as_str().unwrap())), expected, "{a}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn files_of_another_mode_or_owner_are_not_hard_linked_and_undo_gives_no_file_to_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    let (coffee, copy) = (photos.join("coffee.jpg"), photos.join("coffee-copy.jpg"));
+    let index = dir.path().join("i.twinscan");
+    let link = |journal: &str| {
+        let journal = dir.path().join(journal);
+        let out = scan(&index, &[&photos], &["--hardlink", "--apply", "--journal", s(&journal)]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let r = records(&out);
+        let exact: Vec<_> = of_type(&r, "action").into_iter().filter(|a| a["op"] == "link").cloned().collect();
+        (exact, journal)
+    };
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (exact, _) = link("mode.jsonl");
+    assert_eq!(exact.len(), 1);
+    assert_eq!(exact[0]["status"], "skipped", "{exact:?}");
+    assert!(exact[0]["reason"].as_str().unwrap().contains("owner or mode differs"));
+    assert_ne!(std::fs::metadata(&coffee).unwrap().ino(), std::fs::metadata(&copy).unwrap().ino());
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&coffee, std::fs::Permissions::from_mode(0o644)).unwrap();
+    if !is_root() {
+        return;
+    }
+    std::os::unix::fs::chown(&copy, Some(4321), Some(4321)).unwrap();
+    let (exact, _) = link("owner.jsonl");
+    assert_eq!(exact[0]["status"], "skipped", "another owner: {exact:?}");
+    std::os::unix::fs::chown(&coffee, Some(4321), Some(4321)).unwrap();
+    let (exact, journal) = link("same.jsonl");
+    assert_eq!(exact[0]["status"], "done", "{exact:?}");
+    let out = twinscan(&["undo", s(&journal)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for p in [&coffee, &copy] {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.nlink()), (4321, 4321, 1), "{} stays its owner's", p.display());
+    }
+}

@@ -267,6 +267,13 @@ fn apply_step(plan: &Plan, step: &Step, journal: &mut journal::Writer) -> Result
                 return Ok(Outcome::Skipped(format!("{} changed since the scan", step.keep.display())));
             }
             let meta = file.metadata().map_err(|e| Error::io(&step.path, e))?;
+            let kept = keep_file.metadata().map_err(|e| Error::io(&step.keep, e))?;
+            // A link shares one inode: this path would take the kept file's owner and mode.
+            if (transfer::owner(&meta), transfer::mode(&meta)) != (transfer::owner(&kept), transfer::mode(&kept)) {
+                return Ok(Outcome::Skipped(
+                    "owner or mode differs from the kept image's: a link would change them".into(),
+                ));
+            }
             journal.write(&Record::Link {
                 path: step.path.as_path().into(),
                 keep: step.keep.as_path().into(),
@@ -302,7 +309,7 @@ pub fn undo(path: &Path) -> Result<Vec<(PathBuf, Outcome)>> {
                 (from, undo_move(&checked.roots, checked.quarantine.as_deref(), from, to, sha256))
             }
             journal::Entry::Link { path, keep, sha256, mode, modified_ns } => {
-                (path, undo_link(&checked.roots, path, keep, sha256, Attributes::from_ns(*mode, *modified_ns)))
+                (path, undo_link(&checked.roots, path, keep, sha256, (*mode, *modified_ns)))
             }
         };
         outcomes.push((target.clone(), outcome.unwrap_or_else(Outcome::Failed)));
@@ -354,13 +361,9 @@ fn undo_move(
     Ok(Outcome::Done)
 }
 
-fn undo_link(
-    roots: &[PathBuf],
-    path: &Path,
-    keep: &Path,
-    sha256: &[u8; 32],
-    attributes: Attributes,
-) -> Result<Outcome> {
+/// `recorded`: the file's mode and modification time when it was linked; its owner was the kept
+/// file's (files of different owners are never linked), so the copy takes that.
+fn undo_link(roots: &[PathBuf], path: &Path, keep: &Path, sha256: &[u8; 32], recorded: (u32, u64)) -> Result<Outcome> {
     let at = Place::below(root_of(roots, path)?, path, false)?;
     let kept = Place::below(root_of(roots, keep)?, keep, false)?;
     let mut keep_file = kept.open()?;
@@ -375,6 +378,8 @@ fn undo_link(
     if transfer::sha256(&mut keep_file, keep)? != *sha256 {
         return Ok(Outcome::Skipped("the kept image changed since; its bytes are no longer this file's".into()));
     }
+    let kept = keep_file.metadata().map_err(|e| Error::io(keep, e))?;
+    let attributes = Attributes::recorded(recorded.0, recorded.1, &kept);
     transfer::copy_into(&mut keep_file, keep, &at, attributes, sha256, true)?;
     Ok(Outcome::Done)
 }

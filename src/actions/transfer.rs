@@ -72,8 +72,7 @@ pub(super) fn move_file(from: &Place, file: &mut File, to: &Place, sha256: &[u8;
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
             let meta = file.metadata().map_err(|e| Error::io(from.path(), e))?;
-            let modified = meta.modified().ok();
-            copy_into(file, &from.path(), to, Attributes { mode: mode(&meta), modified }, sha256, false)?;
+            copy_into(file, &from.path(), to, Attributes::of(&meta), sha256, false)?;
             if !from.holds(file)? {
                 return Err(journal::error(&from.path(), "changed during the copy; the copy is kept beside it"));
             }
@@ -86,16 +85,25 @@ pub(super) fn move_file(from: &Place, file: &mut File, to: &Place, sha256: &[u8;
     }
 }
 
-/// What a copy keeps of its original.
+/// What a copy keeps of its original: permission bits and modification time always, the owner
+/// when the process may give it (as root); otherwise the copy belongs to the user running it.
 pub(super) struct Attributes {
     /// Permission bits (masked to 0777).
     pub mode: u32,
     pub modified: Option<std::time::SystemTime>,
+    /// User and group ids.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Attributes {
-    pub fn from_ns(mode: u32, modified_ns: u64) -> Attributes {
-        Attributes { mode, modified: Some(UNIX_EPOCH + Duration::from_nanos(modified_ns)) }
+    /// The attributes of an existing file.
+    pub fn of(meta: &std::fs::Metadata) -> Attributes {
+        Attributes { mode: mode(meta), modified: meta.modified().ok(), owner: owner(meta) }
+    }
+
+    /// Recorded mode and time, with the owner of `like` (a file that has the original's owner).
+    pub fn recorded(mode: u32, modified_ns: u64, like: &std::fs::Metadata) -> Attributes {
+        Attributes { mode, modified: Some(UNIX_EPOCH + Duration::from_nanos(modified_ns)), owner: owner(like) }
     }
 }
 
@@ -114,6 +122,7 @@ pub(super) fn copy_into(
     let copied = (|| {
         source.seek(SeekFrom::Start(0)).map_err(|e| Error::io(source_path, e))?;
         std::io::copy(source, &mut tmp).map_err(|e| Error::io(&tmp_path, e))?;
+        set_owner(&tmp, attributes.owner).map_err(|e| Error::io(&tmp_path, e))?;
         set_mode(&tmp, attributes.mode).map_err(|e| Error::io(&tmp_path, e))?;
         if let Some(t) = attributes.modified {
             tmp.set_modified(t).map_err(|e| Error::io(&tmp_path, e))?;
@@ -161,6 +170,34 @@ pub(super) fn mode(meta: &std::fs::Metadata) -> u32 {
     } else {
         0o644
     }
+}
+
+#[cfg(unix)]
+pub(super) fn owner(meta: &std::fs::Metadata) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.uid(), meta.gid()))
+}
+
+#[cfg(not(unix))]
+pub(super) fn owner(_: &std::fs::Metadata) -> Option<(u32, u32)> {
+    None
+}
+
+/// Gives `file` the owner, where the process may (as root; a user cannot give files away, and
+/// their copies stay theirs). Before the mode: changing the owner clears set-id bits.
+#[cfg(unix)]
+fn set_owner(file: &File, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    match owner {
+        Some((uid, gid)) if rustix::process::geteuid().is_root() => {
+            std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn set_owner(_: &File, _: Option<(u32, u32)>) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]
