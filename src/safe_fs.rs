@@ -118,6 +118,14 @@ pub(crate) fn temp_pid(candidate: &OsStr, name: &OsStr) -> Option<u32> {
     pid.bytes().all(|b| b.is_ascii_digit()).then(|| pid.parse().ok())?
 }
 
+/// Whether two open handles are one file (one device and inode).
+pub(crate) fn same_file(a: &File, b: &File) -> bool {
+    match (sys::identity(a), sys::identity(b)) {
+        (Some(a), Some(b)) => a == b && a != (0, 0),
+        _ => false,
+    }
+}
+
 /// An open folder: the handle every operation below it starts from.
 pub(crate) struct Dir {
     handle: sys::Handle,
@@ -176,10 +184,16 @@ impl Dir {
         }
     }
 
-    /// Opens the regular file `name` for reading; a link, FIFO or device is refused.
-    pub fn open_file(&self, name: &OsStr) -> Result<File> {
+    /// The text of the symbolic link `name`.
+    pub fn read_link(&self, name: &OsStr) -> Result<PathBuf> {
+        sys::read_link(&self.handle, name).map_err(|e| Error::io(self.join(name), e))
+    }
+
+    /// Opens the regular file `name` for reading; a FIFO or device is refused, and so is a
+    /// link unless `follow`.
+    pub fn open_file(&self, name: &OsStr, follow: bool) -> Result<File> {
         let path = self.join(name);
-        let file = sys::open_read(Some(&self.handle), Path::new(name), false).map_err(|e| link_error(&path, e))?;
+        let file = sys::open_read(Some(&self.handle), Path::new(name), follow).map_err(|e| link_error(&path, e))?;
         regular(file, &path).map(|(f, _)| f)
     }
 
@@ -251,6 +265,7 @@ impl Dir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stat {
     pub is_file: bool,
+    pub is_link: bool,
     pub dev: u64,
     pub ino: u64,
     pub owned_by_me: bool,
@@ -321,8 +336,10 @@ mod sys {
 
     pub fn stat(dir: &OwnedFd, name: &OsStr) -> io::Result<Stat> {
         let s = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let kind = rustix::fs::FileType::from_raw_mode(s.st_mode);
         Ok(Stat {
-            is_file: rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::RegularFile,
+            is_file: kind == rustix::fs::FileType::RegularFile,
+            is_link: kind == rustix::fs::FileType::Symlink,
             dev: s.st_dev,
             ino: s.st_ino,
             owned_by_me: s.st_uid == rustix::process::geteuid().as_raw(),
@@ -335,6 +352,12 @@ mod sys {
 
     pub fn link(dir: &OwnedFd, name: &OsStr, to: &OwnedFd, to_name: &OsStr) -> io::Result<()> {
         Ok(rustix::fs::linkat(dir, name, to, to_name, AtFlags::empty())?)
+    }
+
+    pub fn read_link(dir: &OwnedFd, name: &OsStr) -> io::Result<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStringExt;
+        let text = rustix::fs::readlinkat(dir, name, Vec::new())?;
+        Ok(std::ffi::OsString::from_vec(text.into_bytes()).into())
     }
 
     pub fn rename(dir: &OwnedFd, name: &OsStr, to: &OwnedFd, to_name: &OsStr, replace: bool) -> io::Result<()> {
@@ -431,7 +454,7 @@ mod sys {
 
     pub fn stat(dir: &PathBuf, name: &OsStr) -> io::Result<Stat> {
         let m = std::fs::symlink_metadata(dir.join(name))?;
-        Ok(Stat { is_file: m.is_file(), dev: 0, ino: 0, owned_by_me: true })
+        Ok(Stat { is_file: m.is_file(), is_link: m.is_symlink(), dev: 0, ino: 0, owned_by_me: true })
     }
 
     pub fn identity(_: &File) -> Option<(u64, u64)> {
@@ -440,6 +463,10 @@ mod sys {
 
     pub fn link(dir: &PathBuf, name: &OsStr, to: &PathBuf, to_name: &OsStr) -> io::Result<()> {
         std::fs::hard_link(dir.join(name), to.join(to_name))
+    }
+
+    pub fn read_link(dir: &PathBuf, name: &OsStr) -> io::Result<PathBuf> {
+        std::fs::read_link(dir.join(name))
     }
 
     pub fn rename(dir: &PathBuf, name: &OsStr, to: &PathBuf, to_name: &OsStr, replace: bool) -> io::Result<()> {

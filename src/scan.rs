@@ -24,14 +24,21 @@ pub struct WalkOptions {
     pub follow_links: bool,
 }
 
-/// Every regular file under `roots` (a root may itself be a file), sorted and without
-/// repeats, and the errors met on the way (unreadable folders, link loops).
+/// Every regular file under `roots` (a root may itself be a file), sorted, and the errors met
+/// on the way (unreadable folders, link loops). A file reached by several paths (overlapping
+/// roots, `./lib` beside `lib`, a folder link followed, hard links) is listed once, so that it
+/// can never be taken for its own copy: by its first path in order, a path that is not itself a
+/// link first.
 pub fn collect_files(roots: &[PathBuf], options: &WalkOptions) -> (Vec<PathBuf>, Vec<Error>) {
-    let (mut files, mut errors) = (Vec::new(), Vec::new());
+    let (mut found, mut errors) = (Vec::new(), Vec::new());
     for root in roots {
         for item in walkdir::WalkDir::new(root).follow_links(options.follow_links) {
             match item {
-                Ok(e) if e.file_type().is_file() => files.push(e.into_path()),
+                Ok(e) if e.file_type().is_file() => {
+                    let id = e.metadata().ok().and_then(|m| identity(&m));
+                    let is_link = e.path_is_symlink();
+                    found.push((id, is_link, e.into_path()));
+                }
                 Ok(_) => {}
                 Err(e) => {
                     let path = e.path().unwrap_or(root).to_path_buf();
@@ -41,9 +48,25 @@ pub fn collect_files(roots: &[PathBuf], options: &WalkOptions) -> (Vec<PathBuf>,
             }
         }
     }
+    found.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+    let mut seen = std::collections::HashSet::new();
+    let mut files: Vec<PathBuf> =
+        found.into_iter().filter(|(id, _, _)| id.is_none_or(|id| seen.insert(id))).map(|(_, _, p)| p).collect();
     files.sort();
     files.dedup();
     (files, errors)
+}
+
+/// Device and inode: what makes two paths one file.
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 /// How [`update`] works.

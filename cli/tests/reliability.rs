@@ -392,3 +392,71 @@ fn files_of_another_mode_or_owner_are_not_hard_linked_and_undo_gives_no_file_to_
         assert_eq!((m.uid(), m.gid(), m.nlink()), (4321, 4321, 1), "{} stays its owner's", p.display());
     }
 }
+
+/// `lib/` with the example photos and `lib/2023/` holding one picture found nowhere else.
+fn library(dir: &Path) -> (PathBuf, PathBuf) {
+    let lib = dir.join("lib");
+    std::fs::rename(photos(dir), &lib).unwrap();
+    let year = lib.join("2023");
+    std::fs::create_dir(&year).unwrap();
+    std::fs::rename(lib.join("page.jpg"), year.join("page.jpg")).unwrap();
+    (lib, year)
+}
+
+#[test]
+fn one_file_reached_by_several_paths_is_never_its_own_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, year) = library(dir.path());
+    let index = dir.path().join("i.twinscan");
+    let args = ["scan", "--json", "--index", s(&index), "--quarantine", "q", "--apply", "lib", "lib/2023", "./lib"];
+    let out = common::twinscan_within(300, dir.path(), &args).expect("scan finished");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(year.join("page.jpg").exists(), "the only copy stays");
+    let r = records(&out);
+    let moved = of_type(&r, "action");
+    assert_eq!(moved.len(), 6, "the six real duplicates, nothing more: {moved:?}");
+    assert!(moved.iter().all(|a| a["status"] == "done" && !a["path"].as_str().unwrap().contains("page")));
+    assert_eq!(summary(&out)["files"], 11, "each file once");
+}
+
+#[cfg(unix)]
+#[test]
+fn with_follow_links_a_folder_link_adds_no_copies_and_a_file_link_moves_as_a_link() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let (lib, year) = library(dir.path());
+    symlink("2023", lib.join("link-2023")).unwrap();
+    symlink("coffee.jpg", lib.join("coffee-link.jpg")).unwrap();
+    // A link to a copy of rocket.jpg outside the folder, newer, so rocket.jpg is kept.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::copy(lib.join("rocket.jpg"), outside.join("rocket-copy.jpg")).unwrap();
+    let later = std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
+    std::fs::File::options().write(true).open(outside.join("rocket-copy.jpg")).unwrap().set_modified(later).unwrap();
+    symlink("../outside/rocket-copy.jpg", lib.join("rocket-alias.jpg")).unwrap();
+
+    let index = dir.path().join("i.twinscan");
+    let q = dir.path().join("q");
+    let out = scan(&index, &[&lib], &["--follow-links", "--quarantine", s(&q), "--apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(year.join("page.jpg").exists(), "the only copy stays");
+    let r = records(&out);
+    let actions = of_type(&r, "action");
+    assert!(actions.iter().all(|a| a["status"] == "done"), "{actions:?}");
+    let alias =
+        actions.iter().find(|a| a["path"].as_str().unwrap().ends_with("rocket-alias.jpg")).expect("the link moved");
+    let moved = PathBuf::from(alias["to"].as_str().unwrap());
+    assert_eq!(std::fs::read_link(&moved).unwrap(), Path::new("../outside/rocket-copy.jpg"), "moved as a link");
+    assert!(outside.join("rocket-copy.jpg").exists(), "its target untouched");
+    for a in &actions {
+        let p = a["path"].as_str().unwrap();
+        assert!(!p.contains("link-2023") && !p.ends_with("coffee-link.jpg"), "no second path of one file: {a}");
+    }
+
+    let journal = of_type(&r, "journal")[0]["path"].as_str().unwrap().to_string();
+    let out = twinscan(&["undo", "--json", &journal]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    let back = lib.join("rocket-alias.jpg");
+    assert_eq!(std::fs::read_link(&back).unwrap(), Path::new("../outside/rocket-copy.jpg"));
+    assert!(std::fs::metadata(&back).is_ok(), "the relative link resolves again");
+}

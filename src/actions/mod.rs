@@ -239,9 +239,31 @@ fn apply_step(plan: &Plan, step: &Step, journal: &mut journal::Writer) -> Result
         return Ok(Outcome::Skipped(reason.clone()));
     }
     let from = Place::below(root_of(&plan.roots, &step.path)?, &step.path, false)?;
-    let mut file = from.open()?;
+    let keep = Place::below(root_of(&plan.roots, &step.keep)?, &step.keep, false)?;
+    // A link (met with --follow-links) is acted on as a link: moved itself, never replaced.
+    let is_link = from.is_link()?;
+    if matches!(step.op, Op::Link) && (is_link || keep.is_link()?) {
+        return Ok(Outcome::Skipped("a symbolic link: left as it is".into()));
+    }
+    let mut file = from.open_through()?;
     if transfer::sha256(&mut file, &step.path)? != step.sha256 {
         return Ok(Outcome::Skipped("changed since the scan".into()));
+    }
+    // Without its kept image, this may be the last copy.
+    let mut keep_file = match keep.open_through() {
+        Err(e) if is_not_found(&e) => {
+            return Ok(Outcome::Skipped(format!(
+                "the kept image {} is gone; this may be the last copy",
+                step.keep.display()
+            )))
+        }
+        other => other?,
+    };
+    if crate::safe_fs::same_file(&file, &keep_file) {
+        return Ok(match step.op {
+            Op::Link => Outcome::Unchanged("already a hard link to the kept image".into()),
+            _ => Outcome::Skipped("the same file as the kept image".into()),
+        });
     }
     match (&step.op, &plan.action) {
         (Op::Move(to), Action::Quarantine(dir)) => {
@@ -255,14 +277,13 @@ fn apply_step(plan: &Plan, step: &Step, journal: &mut journal::Writer) -> Result
                 keep: step.keep.as_path().into(),
                 sha256: hex(&step.sha256),
             })?;
-            transfer::move_file(&from, &mut file, &to, &step.sha256)?;
+            if is_link {
+                transfer::move_link(&from, &to)?;
+            } else {
+                transfer::move_file(&from, &mut file, &to, &step.sha256)?;
+            }
         }
         (Op::Link, Action::HardLink) => {
-            let keep = Place::below(root_of(&plan.roots, &step.keep)?, &step.keep, false)?;
-            let mut keep_file = keep.open()?;
-            if keep.holds(&file)? {
-                return Ok(Outcome::Unchanged("already a hard link to the kept image".into()));
-            }
             if transfer::sha256(&mut keep_file, &step.keep)? != step.sha256 {
                 return Ok(Outcome::Skipped(format!("{} changed since the scan", step.keep.display())));
             }
@@ -332,7 +353,8 @@ fn undo_move(
     let root = root_of(roots, from)?;
     match Place::below(root, from, false) {
         Ok(place) if place.exists()? => {
-            let in_place = place.open().and_then(|mut f| transfer::sha256(&mut f, from)).is_ok_and(|h| h == *sha256);
+            let in_place =
+                place.open_through().and_then(|mut f| transfer::sha256(&mut f, from)).is_ok_and(|h| h == *sha256);
             return Ok(if in_place {
                 Outcome::Unchanged("already in place".into())
             } else {
@@ -348,7 +370,16 @@ fn undo_move(
         Err(e) if is_not_found(&e) => return Ok(missing()),
         Err(e) => return Err(e),
     };
-    let mut file = match quarantined.open() {
+    let is_link = quarantined.is_link()?;
+    // A link is checked by what it will point to once back (a relative one dangles in the
+    // quarantine).
+    let opened = if is_link {
+        let text = quarantined.dir.read_link(&quarantined.name)?;
+        crate::safe_fs::open_regular(&from.parent().unwrap_or(Path::new("/")).join(text), true).map(|(f, _)| f)
+    } else {
+        quarantined.open()
+    };
+    let mut file = match opened {
         Ok(file) => file,
         Err(e) if is_not_found(&e) => return Ok(missing()),
         Err(e) => return Err(e),
@@ -357,7 +388,11 @@ fn undo_move(
         return Ok(missing());
     }
     let back = Place::below(root, from, true)?;
-    transfer::move_file(&quarantined, &mut file, &back, sha256)?;
+    if is_link {
+        transfer::move_link(&quarantined, &back)?;
+    } else {
+        transfer::move_file(&quarantined, &mut file, &back, sha256)?;
+    }
     Ok(Outcome::Done)
 }
 
@@ -406,6 +441,7 @@ mod tests {
         fs::create_dir(&root).unwrap();
         let (path, keep) = (root.join(name), root.join("keep.png"));
         fs::write(&path, bytes).unwrap();
+        fs::write(&keep, b"the kept image").unwrap();
         let op = op(&root);
         let action = match &op {
             Op::Move(_) => Action::Quarantine(root.parent().unwrap().join("q")),
@@ -423,6 +459,7 @@ mod tests {
     fn files_already_linked_are_left_as_they_are() {
         let (dir, plan) = one_step("b.png", b"same", |_| Op::Link);
         let s = &plan.steps[0];
+        fs::remove_file(&s.keep).unwrap();
         fs::hard_link(&s.path, &s.keep).unwrap();
         let journal = dir.path().join("j.jsonl");
         let out = apply(&plan, &journal, &AtomicBool::new(false)).unwrap();
@@ -467,6 +504,15 @@ mod tests {
         let out = undo(&journal).unwrap();
         assert_eq!(out.len(), 1);
         assert!(matches!(out[0].1, Outcome::Done));
+        assert_eq!(fs::read(&plan.steps[0].path).unwrap(), b"original");
+    }
+
+    #[test]
+    fn no_duplicate_moves_while_its_kept_image_is_gone() {
+        let (dir, plan) = one_step("a.png", b"original", |root| quarantined(root, "a.png"));
+        fs::remove_file(&plan.steps[0].keep).unwrap();
+        let out = apply(&plan, &dir.path().join("j.jsonl"), &AtomicBool::new(false)).unwrap();
+        assert!(matches!(&out[0], Outcome::Skipped(r) if r.contains("last copy")), "{out:?}");
         assert_eq!(fs::read(&plan.steps[0].path).unwrap(), b"original");
     }
 

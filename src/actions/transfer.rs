@@ -35,7 +35,18 @@ impl Place {
 
     /// The regular file here, opened for reading (a link, FIFO or device is refused).
     pub fn open(&self) -> Result<File> {
-        self.dir.open_file(&self.name)
+        self.dir.open_file(&self.name, false)
+    }
+
+    /// Whether a symbolic link stands here.
+    pub fn is_link(&self) -> Result<bool> {
+        Ok(self.dir.stat(&self.name)?.is_some_and(|s| s.is_link))
+    }
+
+    /// What stands here, opened for reading: through it when it is a link (the file to hash
+    /// and compare), as itself otherwise.
+    pub fn open_through(&self) -> Result<File> {
+        self.dir.open_file(&self.name, self.is_link()?)
     }
 
     /// Whether anything (a link included) stands here.
@@ -83,6 +94,19 @@ pub(super) fn move_file(from: &Place, file: &mut File, to: &Place, sha256: &[u8;
         }
         Err(e) => Err(Error::io(to.path(), e)),
     }
+}
+
+/// Moves the symbolic link at `from` itself (its text unchanged, so a relative link points
+/// where it did once it is back) to `to`, never over an existing file. Across file systems it
+/// is not moved.
+pub(super) fn move_link(from: &Place, to: &Place) -> Result<()> {
+    from.dir.rename(&from.name, &to.dir, &to.name, false).map_err(|e| match e.kind() {
+        std::io::ErrorKind::CrossesDevices => {
+            journal::error(&from.path(), "a symbolic link is not moved to another file system")
+        }
+        std::io::ErrorKind::AlreadyExists => journal::error(&to.path(), "a file already stands there; nothing moved"),
+        _ => Error::io(to.path(), e),
+    })
 }
 
 /// What a copy keeps of its original: permission bits and modification time always, the owner
