@@ -137,14 +137,49 @@ fn check_interface(label: &str, graph: &pb::GraphProto, meta: &ModelMeta) -> Res
     }
 }
 
-/// Refuses float initializers holding NaN or infinity: such a model embeds garbage even where a
-/// ReLU hides it from a probe.
-fn check_weights_finite(label: &str, graph: &pb::GraphProto) -> Result<()> {
+/// Largest weight tensor accepted, in values (a gigabyte of floats); no tower comes near it.
+const MAX_WEIGHT_VALUES: u64 = 1 << 28;
+
+/// Refuses weights no tower has: initializers that are not float (a string stored as raw data
+/// made tract panic), whose declared size does not match their data or exceeds
+/// [`MAX_WEIGHT_VALUES`], or that hold NaN or infinity (such a model embeds garbage even where
+/// a ReLU hides it from a probe).
+fn check_weights(label: &str, graph: &pb::GraphProto) -> Result<()> {
     let float = pb::tensor_proto::DataType::Float as i32;
-    for t in graph.initializer.iter().filter(|t| t.data_type == float) {
+    for t in &graph.initializer {
+        if t.data_type != float {
+            return Err(graph_err(label, format!("weight `{}` is not float (data type {})", t.name, t.data_type)));
+        }
+        let declared = t.dims.iter().try_fold(1u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)));
+        let stored = (t.raw_data.len() / 4 + t.float_data.len()) as u64;
+        if declared.is_none_or(|n| n != stored || n > MAX_WEIGHT_VALUES) || t.raw_data.len() % 4 != 0 {
+            return Err(graph_err(
+                label,
+                format!("weight `{}` declares {:?} but stores {stored} values", t.name, t.dims),
+            ));
+        }
         let raw = t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
         if raw.chain(t.float_data.iter().copied()).any(|v| !v.is_finite()) {
             return Err(graph_err(label, format!("weight `{}` holds non-finite values", t.name)));
+        }
+    }
+    Ok(())
+}
+
+/// Operators whose output size is read from data: folding them as constants made tract
+/// allocate whatever a crafted file asked for (and running out of memory aborts the process).
+/// No tower uses them, nor constants beyond [`MAX_WEIGHT_VALUES`].
+fn check_nodes(label: &str, graph: &pb::GraphProto) -> Result<()> {
+    const SIZED_BY_DATA: [&str; 4] = ["ConstantOfShape", "Range", "Expand", "Tile"];
+    for node in &graph.node {
+        if SIZED_BY_DATA.contains(&node.op_type.as_str()) || !node.domain.is_empty() {
+            return Err(graph_err(label, format!("operator {} is not part of a tower", node.op_type)));
+        }
+        for a in node.attribute.iter().filter_map(|a| a.t.as_ref()) {
+            let values = a.dims.iter().try_fold(1u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)));
+            if values.is_none_or(|n| n > MAX_WEIGHT_VALUES) {
+                return Err(graph_err(label, format!("a constant of {:?} values in {}", a.dims, node.op_type)));
+            }
         }
     }
     Ok(())
@@ -184,10 +219,14 @@ impl Model {
         }
         let meta = ModelMeta::from_properties(label, &props)?;
         check_interface(label, graph, &meta)?;
-        check_weights_finite(label, graph)?;
+        check_weights(label, graph)?;
+        check_nodes(label, graph)?;
 
-        let plans =
-            Plans::new(&proto, &meta).map_err(|e| graph_err(label, format!("tract cannot load the graph: {e:#}")))?;
+        // tract is a large parser of hostile bytes too: a panic in it costs this model, not
+        // the process (as for the image decoders).
+        let plans = std::panic::catch_unwind(|| Plans::new(&proto, &meta))
+            .map_err(|_| graph_err(label, "tract panicked while loading the graph"))?
+            .map_err(|e| graph_err(label, format!("tract cannot load the graph: {e:#}")))?;
         let fingerprint = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
         let model = Model {
             label: label.into(),
@@ -197,14 +236,27 @@ impl Model {
             limits: DecodeLimits::default(),
             invariance: Invariance::None,
         };
-        model.probe()?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.probe()))
+            .map_err(|_| graph_err(label, "tract panicked while running the probe"))??;
         Ok(model)
     }
 
+    /// Runs the network on a blank image and on a pattern, alone and together: outputs must be
+    /// finite, and an image's embedding must not depend on what else is in its batch (the scan
+    /// batches images freely). The symbolic plan serves every batch size, so no plan is built.
     fn probe(&self) -> Result<()> {
-        let out = self.run_batch(&vec![0.0; self.input_len()], 1)?;
-        if out.iter().any(|v| !v.is_finite()) {
+        let len = self.input_len();
+        let pattern: Vec<f32> = (0..len).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
+        let blank = self.run_on(&self.plans.symbolic, &vec![0.0; len], 1)?;
+        if blank.iter().any(|v| !v.is_finite()) {
             return Err(graph_err(&self.label, "produces non-finite outputs on a blank image (broken weights?)"));
+        }
+        let alone = self.run_on(&self.plans.symbolic, &pattern, 1)?;
+        let together = self.run_on(&self.plans.symbolic, &[pattern, vec![0.0; len]].concat(), 2)?;
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()));
+        let (first, second) = together.split_at(alone.len());
+        if !same(&alone, first) || !same(&blank, second) {
+            return Err(graph_err(&self.label, "an image's embedding depends on the other images in its batch"));
         }
         Ok(())
     }
@@ -296,6 +348,12 @@ impl Model {
     /// `[n, D]` outputs, row-major: the raw network, without [`Invariance`]. One call runs on
     /// the calling thread.
     pub fn run_batch(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
+        let plan =
+            self.plans.get(n).map_err(|e| Error::Inference { model: self.label.clone(), reason: format!("{e:#}") })?;
+        self.run_on(&plan, input, n)
+    }
+
+    fn run_on(&self, plan: &Arc<TypedRunnableModel>, input: &[f32], n: usize) -> Result<Vec<f32>> {
         let m = &self.meta.input;
         let infer = |reason: String| Error::Inference { model: self.label.clone(), reason };
         if input.len() != n * self.input_len() {
@@ -303,7 +361,6 @@ impl Model {
         }
         let tensor =
             Tensor::from_shape(&[n, m.channels, m.height, m.width], input).map_err(|e| infer(e.to_string()))?;
-        let plan = self.plans.get(n).map_err(|e| infer(format!("{e:#}")))?;
         let out = plan.run(tvec!(tensor.into_tvalue())).map_err(|e| infer(format!("{e:#}")))?;
         let plain = out[0].try_as_plain_ram().map_err(|e| infer(e.to_string()))?;
         let view = plain.as_slice::<f32>().map_err(|e| infer(e.to_string()))?;

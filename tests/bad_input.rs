@@ -289,3 +289,106 @@ fn files_swapped_for_a_fifo_or_a_device_link_after_the_walk_are_refused_not_read
     // --follow-links; followed, it would be refused as a device).
     assert_eq!(kinds, ["not_a_file", "not_a_file"], "{failed:?}");
 }
+
+/// The seed tower with `nodes` spliced in before its output: its last node now writes
+/// `pre_output`, and the spliced nodes must write the graph's output from it.
+fn with_nodes_at_output(nodes: Vec<tract_onnx::pb::NodeProto>) -> tract_onnx::pb::ModelProto {
+    let mut proto = seed_proto();
+    let graph = proto.graph.as_mut().unwrap();
+    let output = graph.output[0].name.clone();
+    let last = graph.node.iter_mut().rev().find(|n| n.output.contains(&output)).unwrap();
+    last.output = vec!["pre_output".into()];
+    last.name = "pre_output".into();
+    graph.node.extend(nodes.into_iter().map(|mut n| {
+        n.output.iter_mut().filter(|o| *o == "OUT").for_each(|o| *o = output.clone());
+        n
+    }));
+    proto
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> tract_onnx::pb::NodeProto {
+    tract_onnx::pb::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+fn int_attribute(name: &str, ints: Vec<i64>) -> tract_onnx::pb::AttributeProto {
+    tract_onnx::pb::AttributeProto {
+        name: name.into(),
+        ints,
+        r#type: tract_onnx::pb::attribute_proto::AttributeType::Ints as i32,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn crafted_graphs_are_refused_with_a_reason_not_a_panic_or_an_allocation() {
+    use tract_onnx::pb::tensor_proto::DataType;
+    // A string stored as raw data.
+    let mut strings = seed_proto();
+    let g = strings.graph.as_mut().unwrap();
+    g.initializer.push(tract_onnx::pb::TensorProto {
+        name: "label".into(),
+        dims: vec![2],
+        data_type: DataType::String as i32,
+        raw_data: b"\xff\xff\xff\xff\x00\x01".to_vec(),
+        ..Default::default()
+    });
+    // A float weight whose declared size is not what it stores.
+    let mut lying = seed_proto();
+    let w = &mut lying.graph.as_mut().unwrap().initializer[0];
+    w.dims = vec![1 << 40];
+    // A constant of a billion values, and shapes read from data.
+    let huge = tract_onnx::pb::TensorProto {
+        dims: vec![1 << 20, 1 << 20],
+        data_type: DataType::Float as i32,
+        ..Default::default()
+    };
+    let constant = tract_onnx::pb::NodeProto {
+        attribute: vec![tract_onnx::pb::AttributeProto {
+            name: "value".into(),
+            t: Some(huge),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::Tensor as i32,
+            ..Default::default()
+        }],
+        ..node("Constant", &[], "big")
+    };
+    let cases = [
+        ("string", strings, "not float"),
+        ("lying size", lying, "stores"),
+        ("constant", with_nodes_at_output(vec![constant, node("Identity", &["pre_output"], "OUT")]), "a constant of"),
+        (
+            "ConstantOfShape",
+            with_nodes_at_output(vec![
+                node("ConstantOfShape", &["shape"], "x"),
+                node("Identity", &["pre_output"], "OUT"),
+            ]),
+            "ConstantOfShape",
+        ),
+        (
+            "Range",
+            with_nodes_at_output(vec![node("Range", &["a", "b", "c"], "x"), node("Identity", &["pre_output"], "OUT")]),
+            "Range",
+        ),
+    ];
+    for (what, proto, reason) in cases {
+        let err = std::panic::catch_unwind(|| load(&proto)).unwrap_or_else(|_| panic!("{what}: panicked"));
+        let err = err.err().unwrap_or_else(|| panic!("{what}: loaded"));
+        assert!(matches!(err, Error::ModelGraph { .. }) && err.to_string().contains(reason), "{what}: {err}");
+    }
+}
+
+#[test]
+fn a_tower_that_mixes_the_batch_is_refused() {
+    // Each embedding minus the batch's mean: alone an image embeds to zero, in company not.
+    let mean = tract_onnx::pb::NodeProto {
+        attribute: vec![int_attribute("axes", vec![0])],
+        ..node("ReduceMean", &["pre_output"], "mean")
+    };
+    let proto = with_nodes_at_output(vec![mean, node("Sub", &["pre_output", "mean"], "OUT")]);
+    let err = load(&proto).unwrap_err();
+    assert!(err.to_string().contains("depends on the other images in its batch"), "{err}");
+}
