@@ -16,7 +16,13 @@ use twinscan::DecodeLimits;
 
 /// Limits small enough that the fuzzer's memory cap is never the reason a run stops.
 fn limits() -> DecodeLimits {
-    DecodeLimits { max_file_bytes: 1 << 20, max_side: 4096, max_pixels: 4_000_000, max_alloc: 256 << 20 }
+    DecodeLimits {
+        max_file_bytes: 1 << 20,
+        max_side: 4096,
+        max_pixels: 4_000_000,
+        max_alloc: 256 << 20,
+        ..Default::default()
+    }
 }
 
 fn meta(channels: usize, side: usize) -> ModelMeta {

@@ -32,6 +32,7 @@ pub mod evaluate;
 pub mod gallery;
 pub mod index;
 mod invariance;
+mod jpeg_markers;
 mod model;
 mod preprocess;
 mod safe_fs;

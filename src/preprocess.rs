@@ -25,13 +25,32 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
     /// Largest allocation a decoder may make, in bytes.
     pub max_alloc: u64,
+    /// Most scans a JPEG may have (a progressive one from an encoder has about ten; zune-jpeg
+    /// refuses beyond 100 too).
+    pub max_jpeg_scans: u32,
+    /// Work a progressive JPEG may ask for per byte of file, as pixels times scans (each scan
+    /// revisits every coefficient), above a floor of 2^28: a photo needs under 100 per byte, a
+    /// 434 KB file claiming 8192 x 8192 and ten scans over 1,500. This bounds any file under a
+    /// megabyte to about two seconds of decoding.
+    pub jpeg_work_per_byte: u64,
 }
+
+/// The work every progressive JPEG may ask for, whatever its size (a 12-megapixel photo with
+/// twenty scans).
+const JPEG_WORK_FLOOR: u64 = 1 << 28;
 
 impl Default for DecodeLimits {
     /// 256 MiB files, 32768 px sides, 200 megapixels, 1 GiB of decoder memory: every camera and
     /// scanner image passes, a 1 KB PNG claiming 100k x 100k does not.
     fn default() -> Self {
-        DecodeLimits { max_file_bytes: 256 << 20, max_side: 32_768, max_pixels: 200_000_000, max_alloc: 1 << 30 }
+        DecodeLimits {
+            max_file_bytes: 256 << 20,
+            max_side: 32_768,
+            max_pixels: 200_000_000,
+            max_alloc: 1 << 30,
+            max_jpeg_scans: 100,
+            jpeg_work_per_byte: 512,
+        }
     }
 }
 
@@ -118,6 +137,9 @@ fn decode(bytes: &[u8], path: &Path, limits: &DecodeLimits, meta: Option<&ModelM
     if format == image::ImageFormat::Jpeg && !jpeg_complete(bytes) {
         return Err(Error::Decode { path: path.into(), reason: "truncated file (no end-of-image marker)".into() });
     }
+    if format == image::ImageFormat::Jpeg {
+        check_jpeg_work(bytes, path, limits)?;
+    }
     let scaled_for = meta.filter(|_| format == image::ImageFormat::Jpeg);
     // Decoders are large parsers of hostile bytes; a panic in one must cost one file, not a scan.
     let decoded =
@@ -126,6 +148,27 @@ fn decode(bytes: &[u8], path: &Path, limits: &DecodeLimits, meta: Option<&ModelM
         Ok(result) => result.map_err(|e| decode_error(path, e)),
         Err(_) => Err(Error::Decode { path: path.into(), reason: "decoder panicked on malformed data".into() }),
     }
+}
+
+/// Refuses a JPEG whose scans would cost more than `limits` allow, before decoding it.
+fn check_jpeg_work(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<()> {
+    let Some(l) = crate::jpeg_markers::layout(bytes) else { return Ok(()) };
+    let too_much = |reason: String| Err(Error::ImageTooLarge { path: path.into(), reason });
+    if l.scans > limits.max_jpeg_scans {
+        return too_much(format!("JPEG with {} scans, limit {}", l.scans, limits.max_jpeg_scans));
+    }
+    let work = u64::from(l.width) * u64::from(l.height) * u64::from(l.scans);
+    let allowed = JPEG_WORK_FLOOR.max((bytes.len() as u64).saturating_mul(limits.jpeg_work_per_byte));
+    if l.progressive && work > allowed {
+        return too_much(format!(
+            "progressive JPEG of {}x{} in {} scans from {} bytes: {work} pixel-scans, limit {allowed}",
+            l.width,
+            l.height,
+            l.scans,
+            bytes.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Whether an end-of-image marker follows the last start-of-scan. Entropy-coded data never holds

@@ -55,6 +55,14 @@ def exif_oriented_jpeg(img, orientation=6):
     return encoded(stored, "JPEG", quality=92, exif=exif.tobytes())
 
 
+def scan_bomb(img, scans=50_000):
+    """A progressive JPEG whose last scan is repeated until it has `scans` of them: under a
+    megabyte, yet every scan makes a progressive decoder revisit the whole image."""
+    data = encoded(img, "JPEG", quality=50, progressive=True)
+    last = data.rfind(b"\xff\xda")
+    return data[:last] + data[last:-2] * (scans - data.count(b"\xff\xda") + 1) + b"\xff\xd9"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -96,6 +104,12 @@ def main():
     put(b"b-\xff\xfename.png", encoded(b, "PNG"), "image", "b")  # not UTF-8
     put(b"folder-named.jpg/b.bmp", encoded(b, "BMP"), "image", "b")  # a directory named x.jpg
     put(b"c.jpg", encoded(c, "JPEG", quality=90), "image", "c")
+    put(b"c-progressive.jpg", encoded(c, "JPEG", quality=90, progressive=True), "image", "c")
+    # A panorama-sized progressive JPEG with a photo's detail (several megabytes): the bound on
+    # progressive work is per byte, so it decodes.
+    grain = Image.fromarray(np.random.default_rng(args.seed).integers(0, 256, (8192, 8192), dtype=np.uint8))
+    panorama = Image.blend(picture(args.seed * 3 + 3).resize((8192, 8192)), grain.convert("RGB"), 0.06)
+    put(b"d-panorama-progressive.jpg", encoded(panorama, "JPEG", quality=70, progressive=True), "image", "d")
     # Bad files: each must be one error record, and must not stop the scan.
     put(b"empty.jpg", b"", "error")
     put(b"truncated.jpg", jpeg_a[: len(jpeg_a) // 3], "error")
@@ -107,6 +121,10 @@ def main():
     put(b"random.jpg", bytes(rng.randrange(256) for _ in range(4096)), "error")
     put(b"jpeg-header-only.jpg", jpeg_a[:2] + bytes(rng.randrange(256) for _ in range(2000)), "error")
     put(b"huge.png", png_claiming(100_000, 100_000), "error")
+    # Work bombs for a progressive decoder: 50,000 scans of a tiny picture, and 8192 x 8192
+    # pixels of flat grey in ten scans from a few hundred kilobytes.
+    put(b"scan-bomb.jpg", scan_bomb(Image.new("L", (8, 8), 90)), "error")
+    put(b"work-bomb.jpg", encoded(Image.new("L", (8192, 8192), 128), "JPEG", quality=75, progressive=True), "error")
     put(b"unreadable.png", encoded(c, "PNG"), "unreadable", "c")
     os.chmod(os.path.join(out, b"unreadable.png"), 0)
     # Links: one to a file deleted since (what a file deleted mid-scan looks like to the reader),
