@@ -26,6 +26,7 @@ pub mod actions;
 pub mod augment;
 pub mod contain;
 pub mod dataset;
+mod decode_budget;
 pub mod detect;
 mod error;
 pub mod evaluate;

@@ -425,12 +425,21 @@ impl Model {
         Ok(embedding)
     }
 
+    /// The number of images to decode and run together, at most `requested`, so that their
+    /// input tensors stay under 64 MiB: 128 photos for the bundled tower, one image at a time for
+    /// a tower taking 4096 x 4096 (whose activations are larger still).
+    pub fn batch_for(&self, requested: usize) -> usize {
+        const BATCH_INPUT_BYTES: usize = 64 << 20;
+        let per_image = (self.input_len() * std::mem::size_of::<f32>() * self.views()).max(1);
+        requested.clamp(1, (BATCH_INPUT_BYTES / per_image).max(1))
+    }
+
     /// Decodes and embeds many files, in parallel over rayon's pool, `batch` images per network
-    /// call. Returns one result per path, in order: a file that cannot be read or decoded gets
+    /// call (see [`Model::batch_for`]). Returns one result per path, in order: a file that cannot be read or decoded gets
     /// its error and the others are unaffected.
     pub fn embed_paths_batched(&self, paths: &[PathBuf], batch: usize) -> Vec<Result<Embedding>> {
         paths
-            .par_chunks(batch.max(1))
+            .par_chunks(self.batch_for(batch))
             .flat_map_iter(|chunk| {
                 // Decoding dominates for photos, so each image is decoded on its own task.
                 let prepared: Vec<Result<(&PathBuf, Vec<f32>)>> = chunk

@@ -33,6 +33,10 @@ pub struct DecodeLimits {
     /// 434 KB file claiming 8192 x 8192 and ten scans over 1,500. This bounds any file under a
     /// megabyte to about two seconds of decoding.
     pub jpeg_work_per_byte: u64,
+    /// Memory for all images being decoded at once, across threads, in bytes; each image is
+    /// counted at twice its decoded size (the decoder's buffers and the output), and one that
+    /// alone needs more is refused before anything is allocated.
+    pub max_in_flight: u64,
 }
 
 /// The work every progressive JPEG may ask for, whatever its size (a 12-megapixel photo with
@@ -50,6 +54,7 @@ impl Default for DecodeLimits {
             max_alloc: 1 << 30,
             max_jpeg_scans: 100,
             jpeg_work_per_byte: 512,
+            max_in_flight: 2 << 30,
         }
     }
 }
@@ -100,6 +105,8 @@ pub struct Decoded {
     pub image: DynamicImage,
     /// Width and height at full size, as shown (EXIF orientation applied).
     pub full_size: (u32, u32),
+    /// The decode's share of [`DecodeLimits::max_in_flight`], held while the pixels live.
+    _memory: std::sync::Arc<crate::decode_budget::Reservation>,
 }
 
 /// Decodes an in-memory image as [`decode_bytes`] does, but only as large as the model `meta`
@@ -203,15 +210,20 @@ fn decode_checked(
     }
     // A broken EXIF block should not cost the picture: decode it unrotated.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let scale = meta.and_then(|m| jpeg_scale((w, h), orientation, m));
+    // Twice the output: the decoder's own buffers (a GIF's canvas, a WebP's planes) and the
+    // image; a scaled JPEG decodes to (k/8)^2 of the pixels.
+    let output = decoder.total_bytes().saturating_mul(scale.map_or(64, |k| k * k)) / 64;
+    let reservation = crate::decode_budget::reserve(output.saturating_mul(2), limits.max_in_flight)
+        .ok_or_else(|| ImageError::Limits(LimitError::from_kind(LimitErrorKind::InsufficientMemory)))?;
     // The scaled decoder is a second parser: when it refuses a file, the full decoder decides.
-    let scaled =
-        meta.and_then(|m| jpeg_scale((w, h), orientation, m)).and_then(|k| decode_jpeg_scaled(bytes, k, limits));
+    let scaled = scale.and_then(|k| decode_jpeg_scaled(bytes, k, limits));
     let mut image = match scaled {
         Some(image) => image,
         None => DynamicImage::from_decoder(decoder)?,
     };
     image.apply_orientation(orientation);
-    Ok(Decoded { image, full_size: oriented((w, h), orientation) })
+    Ok(Decoded { image, full_size: oriented((w, h), orientation), _memory: std::sync::Arc::new(reservation) })
 }
 
 /// The size of a `size` image once `orientation` is applied.

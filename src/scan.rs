@@ -168,7 +168,7 @@ pub fn update(
                 progress(done, total);
             }
         });
-        for chunk in todo.chunks(options.batch.max(1)) {
+        for chunk in todo.chunks(model.batch_for(options.batch)) {
             if stop.load(Ordering::Relaxed) {
                 return true;
             }

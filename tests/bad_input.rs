@@ -392,3 +392,56 @@ fn a_tower_that_mixes_the_batch_is_refused() {
     let err = load(&proto).unwrap_err();
     assert!(err.to_string().contains("depends on the other images in its batch"), "{err}");
 }
+
+#[test]
+fn batches_are_sized_by_the_bytes_of_their_input() {
+    use twinscan::tower::Layer;
+    let big = TowerSpec {
+        name: "wide-input".into(),
+        input: InputShape { channels: 3, height: 1024, width: 1024 },
+        layers: vec![
+            Layer::Conv2d { out_channels: 2, kernel: 3, stride: 4, padding: 1 },
+            Layer::GlobalAvgPool,
+            Layer::Flatten,
+            Layer::Linear { out_features: 4 },
+        ],
+        head: 0,
+    };
+    let bytes = tower::write_onnx(&big, &TowerWeights::seeded(&big, 1).unwrap(), &tower::untrained_meta(&big).unwrap())
+        .unwrap();
+    let model = Model::from_bytes(&bytes, "wide").unwrap();
+    // 12 MiB of input per image: five fit in 64 MiB.
+    assert_eq!(model.batch_for(128), 5);
+    assert_eq!(model.batch_for(3), 3);
+    let small = load(&seed_proto()).unwrap();
+    assert_eq!(small.batch_for(128), 128);
+    assert_eq!(small.batch_for(0), 1);
+}
+
+#[test]
+fn an_image_that_alone_needs_more_than_the_memory_budget_is_its_own_error() {
+    // A PNG header claiming 15000 x 13000 RGBA at 16 bits (195 megapixels, under the pixel
+    // limit): 1.5 GB decoded, counted twice, over the 2 GiB budget.
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(15000u32.to_be_bytes());
+    ihdr.extend(13000u32.to_be_bytes());
+    ihdr.extend([16, 6, 0, 0, 0]);
+    let mut crc = flate2::Crc::new();
+    crc.update(&ihdr);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc.sum().to_be_bytes());
+    for (kind, data) in [(&b"IDAT"[..], &b"x\x9c\x03\x00\x00\x00\x00\x01"[..]), (b"IEND", b"")] {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        png.extend((data.len() as u32).to_be_bytes());
+        png.extend(kind);
+        png.extend(data);
+        png.extend(crc.sum().to_be_bytes());
+    }
+    let limits = DecodeLimits { max_alloc: 8 << 30, ..Default::default() };
+    let err = twinscan::decode_bytes(&png, Path::new("claims.png"), &limits).unwrap_err();
+    assert!(matches!(&err, Error::ImageTooLarge { reason, .. } if reason.contains("emory")), "{err}");
+}

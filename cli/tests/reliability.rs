@@ -460,3 +460,35 @@ fn with_follow_links_a_folder_link_adds_no_copies_and_a_file_link_moves_as_a_lin
     assert_eq!(std::fs::read_link(&back).unwrap(), Path::new("../outside/rocket-copy.jpg"));
     assert!(std::fs::metadata(&back).is_ok(), "the relative link resolves again");
 }
+
+/// A 35-byte GIF claiming 32768 x 6103 pixels (just under the 200-megapixel limit): its decoder
+/// takes 800 MB before it finds the data missing.
+fn gif_bomb() -> Vec<u8> {
+    let (w, h) = (32768u16.to_le_bytes(), 6103u16.to_le_bytes());
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend([w[0], w[1], h[0], h[1], 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff]);
+    gif.extend([0x2c, 0, 0, 0, 0, w[0], w[1], h[0], h[1], 0, 2, 2, 0x4c, 0x01, 0, 0x3b]);
+    gif
+}
+
+#[test]
+fn decompression_bombs_on_many_threads_wait_their_turn_within_one_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    for i in 0..8 {
+        std::fs::write(photos.join(format!("bomb-{i}.gif")), gif_bomb()).unwrap();
+    }
+    let index = dir.path().join("i.twinscan");
+    // Eight decoding threads and 6 GB of address space: eight bombs at once need 6.4 GB.
+    let script = "ulimit -v 6000000; exec \"$0\" \"$@\"";
+    let out = std::process::Command::new("sh")
+        .args(["-c", script, env!("CARGO_BIN_EXE_twinscan"), "scan", "--json", "--index", s(&index), s(&photos)])
+        .env("RAYON_NUM_THREADS", "8")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the scan finished: {}", stderr(&out));
+    let r = records(&out);
+    assert_eq!(of_type(&r, "error").len(), 8, "one error per bomb");
+    assert_eq!(summary(&out)["embedded"], 11);
+    assert_eq!(Index::load(&index).unwrap().entries.len(), 11, "the index was saved");
+}
