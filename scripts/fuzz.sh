@@ -17,8 +17,9 @@ targets=("$@")
 corpus=fuzz/corpus
 mkdir -p "$corpus"/{decode_image,load_index,load_gallery,model_meta}
 cp examples/digits/*.png examples/gallery/probes/*.png examples/photos/*.jpg "$corpus/decode_image/"
-cargo build --release -q -p twinscan-cli
-bin=./target/release/twinscan
+# Seeds need no release build: the dev profile optimises dependencies already.
+cargo build -q -p twinscan-cli
+bin=./target/debug/twinscan
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 "$bin" scan --index "$tmp/seed.twinscan" examples/digits > /dev/null || true

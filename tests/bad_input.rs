@@ -217,21 +217,28 @@ fn exif_orientation_is_applied() {
     assert!(model.distance(&a, &b).unwrap() < model.distance(&model.embed_file(&plain).unwrap(), &b).unwrap());
 }
 
+/// A model and `n` pictures in `dir/photos`, as the scan's walk lists them.
+fn walked_pictures(dir: &Path, n: usize) -> (Model, Vec<std::path::PathBuf>) {
+    use twinscan::scan::{collect_files, WalkOptions};
+    let model = model_in(dir);
+    let photos = dir.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for i in 0..n {
+        picture(40, 30, 10 + i as u64).save(photos.join(format!("{i}.png"))).unwrap();
+    }
+    let (files, errors) = collect_files(std::slice::from_ref(&photos), &WalkOptions { follow_links: false });
+    assert!(errors.is_empty() && files.len() == n);
+    (model, files)
+}
+
 #[test]
 fn files_deleted_during_a_scan_are_one_error_each_and_the_rest_is_indexed() {
     use std::sync::atomic::AtomicBool;
     use twinscan::index::Index;
-    use twinscan::scan::{collect_files, update, UpdateOptions, WalkOptions};
+    use twinscan::scan::{update, UpdateOptions};
 
     let dir = tempfile::tempdir().unwrap();
-    let model = model_in(dir.path());
-    let photos = dir.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    for i in 0..6 {
-        picture(40, 30, 10 + i).save(photos.join(format!("{i}.png"))).unwrap();
-    }
-    let (files, errors) = collect_files(std::slice::from_ref(&photos), &WalkOptions { follow_links: false });
-    assert!(errors.is_empty() && files.len() == 6);
+    let (model, files) = walked_pictures(dir.path(), 6);
     // Gone between the listing and the scan's look at it...
     std::fs::remove_file(&files[1]).unwrap();
     // ...and gone after that look, while the first batch is embedded (one image per batch):
@@ -257,16 +264,10 @@ fn files_deleted_during_a_scan_are_one_error_each_and_the_rest_is_indexed() {
 fn files_swapped_for_a_fifo_or_a_device_link_after_the_walk_are_refused_not_read() {
     use std::sync::atomic::AtomicBool;
     use twinscan::index::Index;
-    use twinscan::scan::{collect_files, update, UpdateOptions, WalkOptions};
+    use twinscan::scan::{update, UpdateOptions};
 
     let dir = tempfile::tempdir().unwrap();
-    let model = model_in(dir.path());
-    let photos = dir.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    for i in 0..3 {
-        picture(40, 30, 10 + i).save(photos.join(format!("{i}.png"))).unwrap();
-    }
-    let (files, _) = collect_files(std::slice::from_ref(&photos), &WalkOptions { follow_links: false });
+    let (model, files) = walked_pictures(dir.path(), 3);
     // After the walk: one file becomes a FIFO nobody writes to, one a link to /dev/zero.
     std::fs::remove_file(&files[0]).unwrap();
     assert!(std::process::Command::new("mkfifo").arg(&files[0]).status().unwrap().success());

@@ -49,6 +49,20 @@ pub fn photos(dir: &Path) -> PathBuf {
     photos
 }
 
+/// A temporary folder on another file system than `near` (tmpfs at /dev/shm, here and in CI),
+/// for moves that must copy; `None`, said on stderr, where there is none.
+#[cfg(unix)]
+pub fn other_file_system(near: &Path) -> Option<tempfile::TempDir> {
+    use std::os::unix::fs::MetadataExt;
+    let other = tempfile::tempdir_in("/dev/shm").ok()?;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    if dev(other.path()) == dev(near) {
+        eprintln!("/dev/shm is on the same file system: the cross-device case is not exercised");
+        return None;
+    }
+    Some(other)
+}
+
 /// The standard error of a run, as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
