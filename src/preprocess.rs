@@ -33,9 +33,10 @@ pub struct DecodeLimits {
     /// 434 KB file claiming 8192 x 8192 and ten scans over 1,500. This bounds any file under a
     /// megabyte to about two seconds of decoding.
     pub jpeg_work_per_byte: u64,
-    /// Memory for all images being decoded at once, across threads, in bytes; each image is
-    /// counted at twice its decoded size (the decoder's buffers and the output), and one that
-    /// alone needs more is refused before anything is allocated.
+    /// Memory for all images being decoded at once, across threads, in bytes: each decode
+    /// reserves twice its output size (the decoder's buffers and the output) until it returns,
+    /// waiting while others hold the rest, and one that alone needs more is refused before
+    /// anything is allocated.
     pub max_in_flight: u64,
 }
 
@@ -105,8 +106,6 @@ pub struct Decoded {
     pub image: DynamicImage,
     /// Width and height at full size, as shown (EXIF orientation applied).
     pub full_size: (u32, u32),
-    /// The decode's share of [`DecodeLimits::max_in_flight`], held while the pixels live.
-    _memory: std::sync::Arc<crate::decode_budget::Reservation>,
 }
 
 /// Decodes an in-memory image as [`decode_bytes`] does, but only as large as the model `meta`
@@ -223,7 +222,10 @@ fn decode_checked(
         None => DynamicImage::from_decoder(decoder)?,
     };
     image.apply_orientation(orientation);
-    Ok(Decoded { image, full_size: oriented((w, h), orientation), _memory: std::sync::Arc::new(reservation) })
+    // The reservation ends with the decode, never later: a caller that keeps many decoded
+    // images could otherwise wait on itself.
+    drop(reservation);
+    Ok(Decoded { image, full_size: oriented((w, h), orientation) })
 }
 
 /// The size of a `size` image once `orientation` is applied.
