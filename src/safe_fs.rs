@@ -201,14 +201,7 @@ impl Dir {
     /// never through a link, readable and writable by the owner alone until the caller sets its
     /// mode.
     pub fn create_temp(&self, name: &OsStr) -> Result<(File, OsString)> {
-        loop {
-            let tmp = temp_name(name);
-            match sys::create_new(&self.handle, &tmp) {
-                Ok(file) => return Ok((file, tmp)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(self.join(&tmp), e)),
-            }
-        }
+        self.new_temp(name, |tmp| sys::create_new(&self.handle, tmp))
     }
 
     /// Opens `name` for writing, creating it if missing (mode 0666 less the umask), never
@@ -221,12 +214,17 @@ impl Dir {
 
     /// Makes a hard link to `name` (not followed if a link) under a temporary name in `to`.
     pub fn link_temp(&self, name: &OsStr, to: &Dir, for_name: &OsStr) -> Result<OsString> {
+        to.new_temp(for_name, |tmp| sys::link(&self.handle, name, &to.handle, tmp)).map(|((), tmp)| tmp)
+    }
+
+    /// Runs `make` on fresh temporary names for `name` in this folder until one is free.
+    fn new_temp<T>(&self, name: &OsStr, make: impl Fn(&OsStr) -> std::io::Result<T>) -> Result<(T, OsString)> {
         loop {
-            let tmp = temp_name(for_name);
-            match sys::link(&self.handle, name, &to.handle, &tmp) {
-                Ok(()) => return Ok(tmp),
+            let tmp = temp_name(name);
+            match make(&tmp) {
+                Ok(made) => return Ok((made, tmp)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(to.join(&tmp), e)),
+                Err(e) => return Err(Error::io(self.join(&tmp), e)),
             }
         }
     }
