@@ -140,6 +140,11 @@ fn check_interface(label: &str, graph: &pb::GraphProto, meta: &ModelMeta) -> Res
 /// Largest weight tensor accepted, in values (a gigabyte of floats); no tower comes near it.
 const MAX_WEIGHT_VALUES: u64 = 1 << 28;
 
+/// The number of values a tensor of `dims` holds; `None` for a negative dimension or an overflow.
+fn values(dims: &[i64]) -> Option<u64> {
+    dims.iter().try_fold(1u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)))
+}
+
 /// Refuses weights no tower has: initializers that are not float (a string stored as raw data
 /// made tract panic), whose declared size does not match their data or exceeds
 /// [`MAX_WEIGHT_VALUES`], or that hold NaN or infinity (such a model embeds garbage even where
@@ -150,7 +155,7 @@ fn check_weights(label: &str, graph: &pb::GraphProto) -> Result<()> {
         if t.data_type != float {
             return Err(graph_err(label, format!("weight `{}` is not float (data type {})", t.name, t.data_type)));
         }
-        let declared = t.dims.iter().try_fold(1u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)));
+        let declared = values(&t.dims);
         let stored = (t.raw_data.len() / 4 + t.float_data.len()) as u64;
         if declared.is_none_or(|n| n != stored || n > MAX_WEIGHT_VALUES) || t.raw_data.len() % 4 != 0 {
             return Err(graph_err(
@@ -176,8 +181,7 @@ fn check_nodes(label: &str, graph: &pb::GraphProto) -> Result<()> {
             return Err(graph_err(label, format!("operator {} is not part of a tower", node.op_type)));
         }
         for a in node.attribute.iter().filter_map(|a| a.t.as_ref()) {
-            let values = a.dims.iter().try_fold(1u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)));
-            if values.is_none_or(|n| n > MAX_WEIGHT_VALUES) {
+            if values(&a.dims).is_none_or(|n| n > MAX_WEIGHT_VALUES) {
                 return Err(graph_err(label, format!("a constant of {:?} values in {}", a.dims, node.op_type)));
             }
         }
