@@ -16,7 +16,7 @@ use std::error::Error;
 use std::time::Instant;
 
 use twinscan::contain::Thumb;
-use twinscan::detect::{duplicate_groups, outliers, OutlierRule};
+use twinscan::detect::{duplicate_groups, outliers, GroupOptions, OutlierOptions};
 use twinscan::index::Entry;
 use twinscan::search::{Purpose, Search, SearchKind};
 use twinscan::tower::SplitMix64;
@@ -125,22 +125,23 @@ fn entries(vectors: &[Vec<f32>]) -> Vec<Entry> {
         .collect()
 }
 
-/// Kept image and member of every duplicate pair, sorted.
-type Pairs = Vec<(usize, usize)>;
+/// Kept image and member of every duplicate pair (by path), sorted.
+type Pairs = Vec<(std::path::PathBuf, std::path::PathBuf)>;
 
 fn pairs(entries: &[Entry], model: &Model, kind: SearchKind) -> Result<(Pairs, f64), Box<dyn Error>> {
     let start = Instant::now();
-    let groups = duplicate_groups(entries, model, model.meta().threshold, kind, None)?;
+    let options = GroupOptions { containment: None, search: kind, ..GroupOptions::default() };
+    let groups = duplicate_groups(entries, model, &options)?;
     let seconds = start.elapsed().as_secs_f64();
     let mut out: Pairs =
-        groups.iter().flat_map(|g| g.members[1..].iter().map(|m| (g.members[0].entry, m.entry))).collect();
+        groups.iter().flat_map(|g| g.copies().iter().map(|m| (g.keep().path.clone(), m.entry.path.clone()))).collect();
     out.sort();
     Ok((out, seconds))
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse()?;
-    let model = Model::open("models/photo.onnx")?;
+    let model = Model::bundled()?;
     println!(
         "{} cores; threshold {:.4}; {} queries per size, seed {}\n",
         rayon::current_num_threads(),
@@ -162,7 +163,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let found = graph_pairs.iter().filter(|p| exact_pairs.binary_search(p).is_ok()).count();
         let timed = |kind| -> Result<f64, twinscan::Error> {
             let start = Instant::now();
-            outliers(&entries, &model, 5, OutlierRule::Robust, kind)?;
+            outliers(&entries, &model, &OutlierOptions { search: kind, ..OutlierOptions::default() })?;
             Ok(start.elapsed().as_secs_f64())
         };
         let (outliers_exact, outliers_graph) = (timed(SearchKind::Exact)?, timed(SearchKind::Hnsw)?);
@@ -180,7 +181,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             let t = Instant::now();
             let got = graph.nearest(q, 10)?;
             graph_s_q += t.elapsed().as_secs_f64();
-            hits += got.iter().filter(|h| truth.iter().any(|t| t.0 == h.0)).count();
+            hits += got.iter().filter(|h| truth.iter().any(|t| t.index == h.index)).count();
         }
         let per = |s: f64| s * 1e3 / queries.len().max(1) as f64;
         println!(

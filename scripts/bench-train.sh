@@ -9,7 +9,7 @@ epochs="${1:-2}"
 venv="${TWINSCAN_TF_VENV:-.venv-tf}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q tensorflow-cpu numpy
-cargo build --release -q -p twinscan-cli --features train
+cargo build --release -q -p twinscan-cli --features lab
 out="$(mktemp -d)"
 echo "== twinscan (candle)"
 ./target/release/twinscan train --data data/mnist --dataset mnist --tower seed --loss bce \

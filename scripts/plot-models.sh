@@ -17,7 +17,7 @@ for name in "${names[@]}"; do
   case "$name" in
     fashion-*) data=data/fashion-mnist ;;
     mnist-*) data=data/mnist ;;
-    photo*) echo "plot-models: $name is scored by benches/near_dup.rs, no pair pictures"; continue ;;
+    photo*) echo "plot-models: $name is scored by crates/twinscan-lab/benches/near_dup.rs, no pair pictures"; continue ;;
     *) echo "plot-models: no test data known for $name" >&2; exit 2 ;;
   esac
   "$venv/bin/python" scripts/plot_model.py "models/$name.onnx" "$data"

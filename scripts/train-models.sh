@@ -6,7 +6,7 @@
 # 20 epochs) or 25 (Fashion-MNIST, 40).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p twinscan-cli --features train
+cargo build --release -q -p twinscan-cli --features lab
 bin=./target/release/twinscan
 declare -A runs=(
   [mnist-seed-bce]="train --data data/mnist --dataset mnist --tower seed --loss bce"

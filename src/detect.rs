@@ -23,16 +23,16 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::contain::ContainmentRule;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::Entry;
 use crate::search::{Hit, Purpose, Search, SearchKind};
 use crate::{squared_euclidean, Model};
 
 /// One member of a duplicate group.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    /// Position in the entries.
-    pub entry: usize,
+pub struct Member<'a> {
+    /// The image.
+    pub entry: &'a Entry,
     /// Distance to the image to keep (0 for it and for byte-identical copies).
     pub distance: f32,
     /// Byte-identical to the image to keep.
@@ -44,15 +44,56 @@ pub struct Member {
 
 /// A duplicate group: the image to keep first, then the others by distance to it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Group {
-    /// The members, `members[0]` the image to keep.
-    pub members: Vec<Member>,
+pub struct Group<'a> {
+    /// The members, `members[0]` the image to keep; never fewer than two.
+    pub members: Vec<Member<'a>>,
 }
 
-impl Group {
+impl<'a> Group<'a> {
+    /// The image to keep.
+    pub fn keep(&self) -> &'a Entry {
+        self.members[0].entry
+    }
+
+    /// The members other than the image to keep, nearest first.
+    pub fn copies(&self) -> &[Member<'a>] {
+        &self.members[1..]
+    }
+
     /// Whether every member is a byte-identical copy of the image to keep.
     pub fn exact(&self) -> bool {
         self.members.iter().all(|m| m.exact)
+    }
+}
+
+/// How [`duplicate_groups`] groups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupOptions {
+    /// Distance at or below which two images are duplicates; `None` for the model's calibrated
+    /// threshold.
+    pub threshold: Option<f32>,
+    /// Also join crops and framed copies beyond the threshold (see [`crate::contain`]); `None`
+    /// groups by distance alone.
+    pub containment: Option<ContainmentRule>,
+    /// The neighbour search.
+    pub search: SearchKind,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions { threshold: None, containment: Some(ContainmentRule::default()), search: SearchKind::Auto }
+    }
+}
+
+impl GroupOptions {
+    /// The threshold in use with `model`: refused unless a finite, non-negative distance.
+    pub fn threshold(&self, model: &Model) -> Result<f32> {
+        let value = self.threshold.unwrap_or(model.meta().threshold);
+        if value.is_finite() && value >= 0.0 {
+            Ok(value)
+        } else {
+            Err(Error::Threshold { value })
+        }
     }
 }
 
@@ -63,17 +104,11 @@ fn keep_order(a: &Entry, b: &Entry) -> Ordering {
     pixels(b).cmp(&pixels(a)).then(a.modified_ns.cmp(&b.modified_ns)).then(a.path.cmp(&b.path))
 }
 
-/// Duplicate groups among `entries` at `threshold` under `model`'s distance, with the
-/// containment check of `rule` where given (see the module documentation for the rule),
-/// neighbours found by a search of the given kind. Groups come in the keep order of their first
-/// member.
-pub fn duplicate_groups(
-    entries: &[Entry],
-    model: &Model,
-    threshold: f32,
-    kind: SearchKind,
-    rule: Option<&ContainmentRule>,
-) -> Result<Vec<Group>> {
+/// Duplicate groups among `entries` under `model`'s distance, as `options` say (see the module
+/// documentation for the rule). Groups come in the keep order of their first member.
+pub fn duplicate_groups<'a>(entries: &'a [Entry], model: &Model, options: &GroupOptions) -> Result<Vec<Group<'a>>> {
+    let threshold = options.threshold(model)?;
+    let rule = options.containment.as_ref();
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by(|a, b| keep_order(&entries[*a], &entries[*b]));
     // One representative per distinct content; its byte-identical copies follow it.
@@ -86,7 +121,8 @@ pub fn duplicate_groups(
         }
         copies.push(i);
     }
-    let found = neighbourhood(entries, &reps, model, threshold, rule, kind)?;
+    let vectors: Vec<&[f32]> = reps.iter().map(|&i| entries[i].embedding.as_slice()).collect();
+    let found = neighbourhood(&vectors, model, threshold, options)?;
     let near = duplicate_pairs(entries, &reps, found, threshold, rule);
     let mut grouped = vec![false; entries.len()];
     let mut groups = Vec::new();
@@ -100,15 +136,15 @@ pub fn duplicate_groups(
                 grouped[copy] = true;
                 let exact = entries[copy].sha256 == entries[keep].sha256;
                 let distance = if exact { 0.0 } else { distance };
-                members.push(Member { entry: copy, distance, exact, contained: contained && !exact });
+                members.push(Member { entry: &entries[copy], distance, exact, contained: contained && !exact });
             }
         };
         add(keep, 0.0, false, &mut grouped);
-        let mut joined: Vec<&Neighbour> =
-            near.get(&keep).map(|v| v.iter().filter(|n| !grouped[n.0]).collect()).unwrap_or_default();
-        joined.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        for &(j, d, contained) in joined {
-            add(j, d, contained, &mut grouped);
+        let mut joined: Vec<&Link> =
+            near.get(&keep).map(|v| v.iter().filter(|n| !grouped[n.entry]).collect()).unwrap_or_default();
+        joined.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.entry.cmp(&b.entry)));
+        for link in joined {
+            add(link.entry, link.distance, link.contained, &mut grouped);
         }
         if members.len() > 1 {
             groups.push(Group { members });
@@ -117,11 +153,27 @@ pub fn duplicate_groups(
     Ok(groups)
 }
 
-/// A duplicate of some image: `(entry, distance, joined by containment)`.
-type Neighbour = (usize, f32, bool);
+/// A duplicate of some image.
+struct Link {
+    entry: usize,
+    distance: f32,
+    /// Joined by the containment check.
+    contained: bool,
+}
 
-/// Two entries and their distance.
-type Pair = (usize, usize, f32);
+/// Two images (by position, `a < b`) and their distance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pair {
+    a: usize,
+    b: usize,
+    distance: f32,
+}
+
+impl Pair {
+    fn new(i: usize, j: usize, distance: f32) -> Pair {
+        Pair { a: i.min(j), b: i.max(j), distance }
+    }
+}
 
 /// What grouping needs from the neighbour search.
 struct Neighbourhood {
@@ -141,32 +193,33 @@ fn duplicate_pairs(
     found: Neighbourhood,
     threshold: f32,
     rule: Option<&ContainmentRule>,
-) -> HashMap<usize, Vec<Neighbour>> {
-    let mut near: HashMap<usize, Vec<Neighbour>> = HashMap::new();
-    let mut join = |i: usize, j: usize, d: f32, contained: bool| {
-        near.entry(i).or_default().push((j, d, contained));
-        near.entry(j).or_default().push((i, d, contained));
+) -> HashMap<usize, Vec<Link>> {
+    let mut near: HashMap<usize, Vec<Link>> = HashMap::new();
+    let mut join = |pair: Pair, contained: bool| {
+        let distance = pair.distance;
+        near.entry(pair.a).or_default().push(Link { entry: pair.b, distance, contained });
+        near.entry(pair.b).or_default().push(Link { entry: pair.a, distance, contained });
     };
-    for (a, b, d) in found.near {
-        join(reps[a], reps[b], d, false);
+    for p in found.near {
+        join(Pair { a: reps[p.a], b: reps[p.b], distance: p.distance }, false);
     }
     let Some(rule) = rule else {
         return near;
     };
     let mut candidates: Vec<Pair> = Vec::new();
     for (a, list) in found.nearest.iter().enumerate() {
-        for (rank, &(b, d)) in list.iter().enumerate() {
-            if rule.checks(d, threshold, rank) {
-                candidates.push((reps[a].min(reps[b]), reps[a].max(reps[b]), d));
+        for (rank, hit) in list.iter().enumerate() {
+            if rule.checks(hit.distance, threshold, rank) {
+                candidates.push(Pair::new(reps[a], reps[hit.index], hit.distance));
             }
         }
     }
-    candidates.sort_by_key(|x| (x.0, x.1));
-    candidates.dedup_by(|x, y| (x.0, x.1) == (y.0, y.1));
+    candidates.sort_by_key(|p| (p.a, p.b));
+    candidates.dedup_by_key(|p| (p.a, p.b));
     let contained: Vec<Pair> =
-        candidates.into_par_iter().filter(|&(i, j, _)| rule.contains(&entries[i].thumb, &entries[j].thumb)).collect();
-    for (i, j, d) in contained {
-        join(i, j, d, true);
+        candidates.into_par_iter().filter(|p| rule.contains(&entries[p.a].thumb, &entries[p.b].thumb)).collect();
+    for pair in contained {
+        join(pair, true);
     }
     near
 }
@@ -174,34 +227,27 @@ fn duplicate_pairs(
 /// The neighbour search for grouping. Exact search visits each unordered pair once; through the
 /// HNSW graph each representative asks for its neighbours within the threshold (a pair found
 /// from either side is kept once) and, with a rule, for its nearest.
-fn neighbourhood(
-    entries: &[Entry],
-    reps: &[usize],
-    model: &Model,
-    threshold: f32,
-    rule: Option<&ContainmentRule>,
-    kind: SearchKind,
-) -> Result<Neighbourhood> {
-    let vectors: Vec<&[f32]> = reps.iter().map(|&i| entries[i].embedding.as_slice()).collect();
-    let search = Search::new(vectors.clone(), model, kind, Purpose::Grouping);
-    let (k, reach) = rule.map_or((0, threshold), |r| (r.neighbours, threshold * r.max_distance.max(1.0)));
+fn neighbourhood(vectors: &[&[f32]], model: &Model, threshold: f32, options: &GroupOptions) -> Result<Neighbourhood> {
+    let search = Search::new(vectors.to_vec(), model, options.search, Purpose::Grouping);
+    let (k, reach) =
+        options.containment.as_ref().map_or((0, threshold), |r| (r.neighbours, threshold * r.max_distance.max(1.0)));
     if !search.is_hnsw() {
-        return exact_neighbourhood(&vectors, model, threshold, k, reach);
+        return exact_neighbourhood(vectors, model, threshold, Reach { k, distance: reach });
     }
-    let rows: Vec<Result<(Vec<Pair>, Vec<Hit>)>> = (0..reps.len())
+    let rows: Vec<Result<(Vec<Pair>, Vec<Hit>)>> = (0..vectors.len())
         .into_par_iter()
         .map(|a| {
             let near = search.within(vectors[a], threshold)?;
-            let near = near.into_iter().filter(|(b, _)| *b != a).map(|(b, d)| (a.min(b), a.max(b), d)).collect();
+            let near = near.into_iter().filter(|h| h.index != a).map(|h| Pair::new(a, h.index, h.distance)).collect();
             let nearest = if k == 0 { Vec::new() } else { search.nearest(vectors[a], k + 1)? };
-            Ok((near, nearest.into_iter().filter(|&(b, d)| b != a && d <= reach).take(k).collect()))
+            Ok((near, nearest.into_iter().filter(|h| h.index != a && h.distance <= reach).take(k).collect()))
         })
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut found = Neighbourhood { near: Vec::new(), nearest: Vec::new() };
     for row in rows {
         let (near, nearest) = row?;
-        found.near.extend(near.into_iter().filter(|p: &Pair| seen.insert((p.0, p.1))));
+        found.near.extend(near.into_iter().filter(|p: &Pair| seen.insert((p.a, p.b))));
         found.nearest.push(nearest);
     }
     Ok(found)
@@ -244,26 +290,28 @@ impl Nearest {
     fn into_sorted(self) -> Vec<Hit> {
         let mut list = self.list.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         list.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-        list.into_iter().map(|(d, j)| (j, d)).collect()
+        list.into_iter().map(|(distance, index)| Hit { index, distance }).collect()
     }
 }
 
-/// Exact search for [`neighbourhood`] over the representatives' `vectors`: the pairs within
-/// `threshold` and each one's `k` nearest within `reach`. Where the model's distance is plain
-/// Euclidean per view (the usual case, see `Model::plain_views`), views are compared by squared
-/// distance against the squared reach less their margin, in blocks.
-fn exact_neighbourhood(
-    vectors: &[&[f32]],
-    model: &Model,
-    threshold: f32,
+/// How many nearest neighbours the containment check looks at, and how far.
+#[derive(Debug, Clone, Copy)]
+struct Reach {
     k: usize,
-    reach: f32,
-) -> Result<Neighbourhood> {
+    distance: f32,
+}
+
+/// Exact search for [`neighbourhood`] over the representatives' `vectors`: the pairs within
+/// `threshold` and each one's `reach.k` nearest within `reach.distance`. Where the model's
+/// distance is plain Euclidean per view (the usual case, see `Model::plain_views`), views are
+/// compared by squared distance against the squared reach less their margin, in blocks.
+fn exact_neighbourhood(vectors: &[&[f32]], model: &Model, threshold: f32, reach: Reach) -> Result<Neighbourhood> {
+    let (k, reach) = (reach.k, reach.distance);
     let n = vectors.len();
     let nearest: Vec<Nearest> = (0..n).map(|_| Nearest::new(k)).collect();
     let visit = |a: usize, b: usize, d: f32, hits: &mut Vec<Pair>| {
         if d <= threshold {
-            hits.push((a, b, d));
+            hits.push(Pair { a, b, distance: d });
         }
         if d <= reach {
             nearest[a].offer(d, b);
@@ -329,13 +377,22 @@ fn exact_neighbourhood(
 
 /// An image's outlier score.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outlier {
-    /// Position in the entries.
-    pub entry: usize,
+pub struct Outlier<'a> {
+    /// The image.
+    pub entry: &'a Entry,
     /// Mean distance to its `k` nearest other images.
     pub score: f32,
-    /// Those neighbours (position in the entries, distance), nearest first.
-    pub neighbours: Vec<(usize, f32)>,
+    /// Those neighbours, nearest first.
+    pub neighbours: Vec<Neighbour<'a>>,
+}
+
+/// An image near another (an outlier's neighbour, a query's answer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour<'a> {
+    /// The image.
+    pub entry: &'a Entry,
+    /// Its distance.
+    pub distance: f32,
 }
 
 /// How outliers are flagged.
@@ -347,15 +404,26 @@ pub enum OutlierRule {
     Top(usize),
 }
 
-/// Outliers among `entries`: scores from the `k` nearest neighbours, found by a search of the
-/// given kind, flagged by `rule`, highest score first.
-pub fn outliers(
-    entries: &[Entry],
-    model: &Model,
-    k: usize,
-    rule: OutlierRule,
-    kind: SearchKind,
-) -> Result<Vec<Outlier>> {
+/// How [`outliers`] scores and flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierOptions {
+    /// Neighbours per score (clamped to what the collection has).
+    pub k: usize,
+    /// Which scores are flagged.
+    pub rule: OutlierRule,
+    /// The neighbour search.
+    pub search: SearchKind,
+}
+
+impl Default for OutlierOptions {
+    fn default() -> Self {
+        OutlierOptions { k: 5, rule: OutlierRule::Robust, search: SearchKind::Auto }
+    }
+}
+
+/// Outliers among `entries` under `model`'s distance, as `options` say, highest score first.
+pub fn outliers<'a>(entries: &'a [Entry], model: &Model, options: &OutlierOptions) -> Result<Vec<Outlier<'a>>> {
+    let OutlierOptions { k, rule, search: kind } = *options;
     let mut copies: HashMap<[u8; 32], usize> = HashMap::new();
     for e in entries {
         *copies.entry(e.sha256).or_default() += 1;
@@ -366,19 +434,23 @@ pub fn outliers(
     let k = k.clamp(1, entries.len().max(2) - 1);
     let scored: Vec<Result<Outlier>> = entries
         .par_iter()
-        .enumerate()
-        .map(|(entry, e)| {
+        .map(|e| {
             // Its own byte copies (itself included) come first, at distance 0; skip past them.
             let hits = search.nearest(&e.embedding, k + copies[&e.sha256])?;
-            let neighbours: Vec<(usize, f32)> =
-                hits.into_iter().filter(|(j, _)| entries[*j].sha256 != e.sha256).take(k).collect();
+            let neighbours: Vec<Neighbour> = hits
+                .into_iter()
+                .map(|h| Neighbour { entry: &entries[h.index], distance: h.distance })
+                .filter(|n| n.entry.sha256 != e.sha256)
+                .take(k)
+                .collect();
             let n = neighbours.len().max(1) as f32;
-            Ok(Outlier { entry, score: neighbours.iter().map(|h| h.1).sum::<f32>() / n, neighbours })
+            Ok(Outlier { entry: e, score: neighbours.iter().map(|h| h.distance).sum::<f32>() / n, neighbours })
         })
         .collect();
     let mut all: Vec<Outlier> = scored.into_iter().collect::<Result<_>>()?;
     let scores: Vec<f32> = all.iter().map(|o| o.score).collect();
-    all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.entry.cmp(&b.entry)));
+    // Entries are sorted by path, so ties go by path.
+    all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.entry.path.cmp(&b.entry.path)));
     Ok(match rule {
         OutlierRule::Top(n) => all.into_iter().take(n).collect(),
         OutlierRule::Robust => {
@@ -439,9 +511,9 @@ mod tests {
             .collect();
         let vectors: Vec<&[f32]> = entries.iter().map(|e| e.embedding.as_slice()).collect();
         let (threshold, k, reach) = (0.5, 12, 0.55);
-        let found = exact_neighbourhood(&vectors, &model, threshold, k, reach).unwrap();
+        let found = exact_neighbourhood(&vectors, &model, threshold, Reach { k, distance: reach }).unwrap();
         let mut fast = found.near;
-        fast.sort_by_key(|p| (p.0, p.1));
+        fast.sort_by_key(|p| (p.a, p.b));
         let mut slow = Vec::new();
         let mut by_grey = 0;
         for a in 0..entries.len() {
@@ -449,7 +521,7 @@ mod tests {
                 let (x, y) = (&entries[a].embedding, &entries[b].embedding);
                 let d = model.distance(x, y).unwrap();
                 if d <= threshold {
-                    slow.push((a, b, d));
+                    slow.push(Pair { a, b, distance: d });
                     by_grey += usize::from(crate::squared_euclidean(&x[..4], &y[..4]).sqrt() > threshold);
                 }
             }
@@ -463,15 +535,15 @@ mod tests {
                 .collect();
             all.sort_by(|x, y| x.1.total_cmp(&y.1).then(x.0.cmp(&y.0)));
             all.truncate(k);
-            assert_eq!(got.iter().map(|h| h.0).collect::<Vec<_>>(), all.iter().map(|h| h.0).collect::<Vec<_>>());
-            assert!(got.iter().zip(&all).all(|(g, w)| (g.1 - w.1).abs() < 1e-5));
+            assert_eq!(got.iter().map(|h| h.index).collect::<Vec<_>>(), all.iter().map(|h| h.0).collect::<Vec<_>>());
+            assert!(got.iter().zip(&all).all(|(g, w)| (g.distance - w.1).abs() < 1e-5));
         }
         let lens: Vec<usize> = found.nearest.iter().map(Vec::len).collect();
         assert!(lens.contains(&k) && lens.iter().any(|&l| l < k), "{lens:?}");
         assert!(by_grey > 0 && slow.len() > by_grey, "{} pairs, {by_grey} only through the grey view", slow.len());
         assert_eq!(fast.len(), slow.len());
         for (f, s) in fast.iter().zip(&slow) {
-            assert!(f.0 == s.0 && f.1 == s.1 && (f.2 - s.2).abs() < 1e-5, "{f:?} vs {s:?}");
+            assert!(f.a == s.a && f.b == s.b && (f.distance - s.distance).abs() < 1e-5, "{f:?} vs {s:?}");
         }
     }
 }

@@ -23,6 +23,8 @@ pub enum Error {
         model: String,
         /// What the decoder said.
         reason: String,
+        /// The protobuf decoder's error, when it failed.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// A `twinscan.` metadata property the runtime needs is absent.
@@ -55,6 +57,8 @@ pub enum Error {
         model: String,
         /// What is wrong.
         reason: String,
+        /// tract's error, when tract refused the graph.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// tract failed while running the network.
@@ -64,6 +68,8 @@ pub enum Error {
         model: String,
         /// tract's message.
         reason: String,
+        /// tract's error, when there is one to keep.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// The network produced NaN or infinite values.
@@ -126,6 +132,8 @@ pub enum Error {
         path: PathBuf,
         /// The decoder's message.
         reason: String,
+        /// The decoder's error, when there is one to keep.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// Two embeddings of different lengths were compared, or an embedding does not fit the model.
@@ -137,22 +145,23 @@ pub enum Error {
         right: usize,
     },
 
-    /// A data set file or folder is malformed (bad magic, truncated, counts that disagree).
-    #[error("{}: {reason}", path.display())]
-    Dataset {
-        /// The file or folder.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-
-    /// An index file is damaged, of another version, or from another model.
-    #[error("index {}: {reason}; rebuild it with `twinscan scan --rebuild`", path.display())]
+    /// An index file is damaged or of another version.
+    #[error("index {}: {reason}", path.display())]
     Index {
         /// The index file.
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+
+    /// An index is used with a model other than the one that made its embeddings (or with
+    /// another invariance).
+    #[error("index made by model {made_by}, not by the model in use {in_use}")]
+    IndexModel {
+        /// Fingerprint prefix and invariance of the index's model.
+        made_by: String,
+        /// Fingerprint prefix and invariance of the model in use.
+        in_use: String,
     },
 
     /// A gallery file is damaged, of another version, or holds what no gallery writes.
@@ -216,13 +225,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// The trainer failed (a tensor operation or the optimiser).
-    #[error("training failed: {reason}")]
-    Training {
-        /// What failed.
-        reason: String,
-    },
-
     /// A tower description is inconsistent (for example a layer that cannot follow the previous
     /// one, or weights of the wrong size).
     #[error("tower {tower}: {reason}")]
@@ -253,7 +255,6 @@ impl Error {
             | Error::UnknownFormat { path }
             | Error::ImageTooLarge { path, .. }
             | Error::Decode { path, .. }
-            | Error::Dataset { path, .. }
             | Error::Index { path, .. }
             | Error::Gallery { path, .. }
             | Error::Journal { path, .. }
@@ -281,8 +282,8 @@ impl Error {
             Error::Decode { .. } => "decode",
             Error::DimensionMismatch { .. } => "dimension_mismatch",
             Error::InvalidTower { .. } => "invalid_tower",
-            Error::Dataset { .. } => "dataset",
             Error::Index { .. } => "index",
+            Error::IndexModel { .. } => "index_model",
             Error::Gallery { .. } => "gallery",
             Error::GalleryModel { .. } => "gallery_model",
             Error::Label { .. } => "label",
@@ -290,7 +291,6 @@ impl Error {
             Error::Journal { .. } => "journal",
             Error::Quarantine { .. } => "quarantine",
             Error::Threshold { .. } => "threshold",
-            Error::Training { .. } => "training",
         }
     }
 }

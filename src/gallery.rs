@@ -138,14 +138,16 @@ impl Gallery {
     /// Reads a gallery and checks its magic, version, checksum and contents (every embedding of
     /// the stated length and finite, every label valid). Use it with the model that made it:
     /// every query checks [`Gallery::check_model`].
-    pub fn load(path: &Path) -> Result<Gallery> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Gallery> {
+        let path = path.as_ref();
         let gallery: Gallery = FORMAT.load(path)?;
         gallery.validate(path)?;
         Ok(gallery)
     }
 
     /// [`Gallery::load`] on bytes in memory; `path` names them in errors.
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Gallery> {
+    pub fn from_bytes(bytes: &[u8], path: impl AsRef<Path>) -> Result<Gallery> {
+        let path = path.as_ref();
         let gallery: Gallery = FORMAT.read_bytes(bytes, path)?;
         gallery.validate(path)?;
         Ok(gallery)
@@ -158,7 +160,8 @@ impl Gallery {
 
     /// Writes the gallery atomically (a crash leaves the old file or the new one). Writers that
     /// may run at once should hold a [`FileLock`](crate::store::FileLock) on `path`.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         FORMAT.save(self, path)
     }
 
@@ -276,7 +279,7 @@ impl Gallery {
 
     /// Embeds image files with `model` and enrolls those that decode under `label`; a file that
     /// fails is reported in [`Enrolled::failed`] and the others are still enrolled.
-    pub fn enroll_files(&mut self, model: &Model, label: &str, paths: &[PathBuf]) -> Result<Enrolled> {
+    pub fn enroll_files<P: AsRef<Path> + Sync>(&mut self, model: &Model, label: &str, paths: &[P]) -> Result<Enrolled> {
         self.check_model(model)?;
         check_label(label)?;
         let mut done = Enrolled::default();

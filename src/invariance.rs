@@ -7,6 +7,8 @@
 //! on the near-duplicate suite recall of crops, borders and brightness fell from 0.3-0.9 to
 //! 0.04-0.2 at the threshold that keeps precision.
 
+use crate::tower::ModelMeta;
+
 /// Which geometric copies embeddings should not tell apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Invariance {
@@ -65,21 +67,16 @@ pub(crate) fn orientations(input: &[f32], n: usize, (c, h, w): (usize, usize, us
     out
 }
 
-/// Appends a grey view to each image's views: `views` holds `n` blocks of `runs` inputs of
-/// `c * h * w` values, `input` the `n` images as they are. The grey view is the image's luma
-/// (Rec. 709 weights, as `image`'s conversion) in all three channels, normalised like colour.
-pub(crate) fn with_grey(
-    views: &[f32],
-    input: &[f32],
-    n: usize,
-    runs: usize,
-    (h, w): (usize, usize),
-    mean: &[f32],
-    std: &[f32],
-) -> Vec<f32> {
+/// Appends a grey view to each image's views: `views` holds blocks of `runs` inputs of
+/// `3 * h * w` values, `input` the images as they are (`meta`'s size, normalised as `meta`
+/// says). The grey view is the image's luma (Rec. 709 weights, as `image`'s conversion) in all
+/// three channels, normalised like colour.
+pub(crate) fn with_grey(views: &[f32], input: &[f32], runs: usize, meta: &ModelMeta) -> Vec<f32> {
     const LUMA: [f32; 3] = [0.2126, 0.7152, 0.0722];
+    let (h, w) = (meta.input.height, meta.input.width);
+    let (mean, std) = (&meta.preprocess.mean, &meta.preprocess.std);
     let (plane, len) = (h * w, 3 * h * w);
-    let mut out = Vec::with_capacity(n * (runs + 1) * len);
+    let mut out = Vec::with_capacity(input.len() / len.max(1) * (runs + 1) * len);
     for (block, image) in views.chunks_exact(runs * len).zip(input.chunks_exact(len)) {
         out.extend_from_slice(block);
         let luma: Vec<f32> =

@@ -1,7 +1,7 @@
 //! Loading a tower with tract and running it on images.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use image::DynamicImage;
@@ -41,12 +41,15 @@ pub struct Comparison {
 /// One tower of a trained twin network, loaded, validated and optimised; cheap to clone and safe
 /// to share across threads.
 ///
-/// ```no_run
-/// let model = twinscan::Model::open("models/mnist-best.onnx")?;
-/// let a = model.embed_file("a.png".as_ref())?;
-/// let b = model.embed_file("b.png".as_ref())?;
-/// let c = model.compare(&a, &b)?;
-/// println!("distance {:.3}, p(similar) {:.3}", c.distance, c.probability);
+/// ```
+/// // A digit tower of the repository; `Model::bundled()` is the photo tower.
+/// let model = twinscan::Model::open("models/mnist-0-4-compact-proj-supcon.onnx")?;
+/// let a = model.embed_file("examples/digits/seven-a.png")?;
+/// let b = model.embed_file("examples/digits/seven-b.png")?;
+/// let one = model.embed_file("examples/digits/one.png")?;
+/// let (same, other) = (model.compare(&a, &b)?, model.compare(&a, &one)?);
+/// assert!(same.distance < other.distance);
+/// println!("distance {:.3}, p(similar) {:.3}", same.distance, same.probability);
 /// # Ok::<(), twinscan::Error>(())
 /// ```
 #[derive(Clone)]
@@ -66,7 +69,7 @@ impl std::fmt::Debug for Model {
 }
 
 fn graph_err(model: &str, reason: impl Into<String>) -> Error {
-    Error::ModelGraph { model: model.into(), reason: reason.into() }
+    Error::ModelGraph { model: model.into(), reason: reason.into(), source: None }
 }
 
 /// Dimensions a graph input or output declares; `None` for a symbolic or missing dimension.
@@ -189,7 +192,25 @@ fn check_nodes(label: &str, graph: &pb::GraphProto) -> Result<()> {
     Ok(())
 }
 
+/// The bundled photo tower: models/photo.onnx, as its card says it was trained.
+#[cfg(feature = "bundled")]
+const BUNDLED: &[u8] = include_bytes!("../models/photo.onnx");
+
 impl Model {
+    /// The photo tower that ships inside the library (cargo feature `bundled`, on by default),
+    /// for near-duplicate photos (re-encoded, resized, cropped, framed, re-lit); its card is
+    /// `models/photo.md`.
+    ///
+    /// ```
+    /// let model = twinscan::Model::bundled()?;
+    /// assert_eq!(model.meta().input.channels, 3);
+    /// # Ok::<(), twinscan::Error>(())
+    /// ```
+    #[cfg(feature = "bundled")]
+    pub fn bundled() -> Result<Model> {
+        Self::from_bytes(BUNDLED, "bundled photo.onnx")
+    }
+
     /// Loads a model file. See [`Model::from_bytes`].
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
@@ -207,10 +228,17 @@ impl Model {
     /// `twinscan.*` metadata and the graph's interface, then optimises the graph once for a
     /// symbolic batch size and runs a probe to refuse weights that yield NaN.
     pub fn from_bytes(bytes: &[u8], label: &str) -> Result<Model> {
-        let proto = pb::ModelProto::decode(bytes)
-            .map_err(|e| Error::ModelFormat { model: label.into(), reason: e.to_string() })?;
+        let proto = pb::ModelProto::decode(bytes).map_err(|e| Error::ModelFormat {
+            model: label.into(),
+            reason: e.to_string(),
+            source: Some(e.into()),
+        })?;
         let Some(graph) = proto.graph.as_ref() else {
-            return Err(Error::ModelFormat { model: label.into(), reason: "no graph in the file".into() });
+            return Err(Error::ModelFormat {
+                model: label.into(),
+                reason: "no graph in the file".into(),
+                source: None,
+            });
         };
         let props: HashMap<String, String> = proto
             .metadata_props
@@ -230,7 +258,11 @@ impl Model {
         // the process (as for the image decoders).
         let plans = std::panic::catch_unwind(|| Plans::new(&proto, &meta))
             .map_err(|_| graph_err(label, "tract panicked while loading the graph"))?
-            .map_err(|e| graph_err(label, format!("tract cannot load the graph: {e:#}")))?;
+            .map_err(|e| Error::ModelGraph {
+                model: label.into(),
+                reason: format!("tract cannot load the graph: {e:#}"),
+                source: Some(e.into()),
+            })?;
         let fingerprint = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
         let model = Model {
             label: label.into(),
@@ -352,14 +384,17 @@ impl Model {
     /// `[n, D]` outputs, row-major: the raw network, without [`Invariance`]. One call runs on
     /// the calling thread.
     pub fn run_batch(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
-        let plan =
-            self.plans.get(n).map_err(|e| Error::Inference { model: self.label.clone(), reason: format!("{e:#}") })?;
+        let plan = self.plans.get(n).map_err(|e| Error::Inference {
+            model: self.label.clone(),
+            reason: format!("{e:#}"),
+            source: Some(e.into()),
+        })?;
         self.run_on(&plan, input, n)
     }
 
     fn run_on(&self, plan: &Arc<TypedRunnableModel>, input: &[f32], n: usize) -> Result<Vec<f32>> {
         let m = &self.meta.input;
-        let infer = |reason: String| Error::Inference { model: self.label.clone(), reason };
+        let infer = |reason: String| Error::Inference { model: self.label.clone(), reason, source: None };
         if input.len() != n * self.input_len() {
             return Err(infer(format!("batch of {n} needs {} values, got {}", n * self.input_len(), input.len())));
         }
@@ -384,8 +419,7 @@ impl Model {
         }
         let mut all = orientations(input, n, (m.channels, m.height, m.width), self.invariance);
         if self.meta.grey_margin.is_some() && input.len() == n * self.input_len() {
-            let p = &self.meta.preprocess;
-            all = with_grey(&all, input, n, runs, (m.height, m.width), &p.mean, &p.std);
+            all = with_grey(&all, input, runs, &self.meta);
         }
         self.run_rows(&all, n * self.views())
     }
@@ -421,7 +455,8 @@ impl Model {
     }
 
     /// Decodes and embeds one file.
-    pub fn embed_file(&self, path: &Path) -> Result<Embedding> {
+    pub fn embed_file(&self, path: impl AsRef<Path>) -> Result<Embedding> {
+        let path = path.as_ref();
         let embedding = self.embed_image(&decode_file_for_model(path, &self.limits, &self.meta)?.image)?;
         if embedding.iter().any(|v| !v.is_finite()) {
             return Err(Error::NonFinite { model: self.label.clone(), path: path.into() });
@@ -441,16 +476,19 @@ impl Model {
     /// Decodes and embeds many files, in parallel over rayon's pool, `batch` images per network
     /// call (see [`Model::batch_for`]). Returns one result per path, in order: a file that cannot be read or decoded gets
     /// its error and the others are unaffected.
-    pub fn embed_paths_batched(&self, paths: &[PathBuf], batch: usize) -> Vec<Result<Embedding>> {
+    pub fn embed_paths_batched<P: AsRef<Path> + Sync>(&self, paths: &[P], batch: usize) -> Vec<Result<Embedding>> {
         paths
             .par_chunks(self.batch_for(batch))
             .flat_map_iter(|chunk| {
                 // Decoding dominates for photos, so each image is decoded on its own task.
-                let prepared: Vec<Result<(&PathBuf, Vec<f32>)>> = chunk
+                let prepared: Vec<Result<(&Path, Vec<f32>)>> = chunk
                     .par_iter()
-                    .map(|path| Ok((path, self.input_from_bytes(&read_limited(path, &self.limits, true)?, path)?.0)))
+                    .map(|path| {
+                        let path = path.as_ref();
+                        Ok((path, self.input_from_bytes(&read_limited(path, &self.limits, true)?, path)?.0))
+                    })
                     .collect();
-                self.embed_prepared(prepared, |p| p.as_path()).into_iter().map(|r| r.map(|(_, e)| e))
+                self.embed_prepared(prepared, |p| p).into_iter().map(|r| r.map(|(_, e)| e))
             })
             .collect()
     }
@@ -482,8 +520,11 @@ impl Model {
             .into_iter()
             .map(|r| {
                 let (item, _) = r?;
-                let out =
-                    ran.as_ref().map_err(|e| Error::Inference { model: self.label.clone(), reason: e.to_string() })?;
+                let out = ran.as_ref().map_err(|e| Error::Inference {
+                    model: self.label.clone(),
+                    reason: e.to_string(),
+                    source: None,
+                })?;
                 let embedding = out[row * d..(row + 1) * d].to_vec();
                 row += 1;
                 if embedding.iter().any(|v| !v.is_finite()) {
@@ -495,7 +536,7 @@ impl Model {
     }
 
     /// [`Model::embed_paths_batched`] with [`DEFAULT_BATCH`].
-    pub fn embed_paths(&self, paths: &[PathBuf]) -> Vec<Result<Embedding>> {
+    pub fn embed_paths<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Vec<Result<Embedding>> {
         self.embed_paths_batched(paths, DEFAULT_BATCH)
     }
 

@@ -64,21 +64,26 @@ fn decode_error(path: &Path, e: ImageError) -> Error {
     let path = path.to_path_buf();
     match e {
         ImageError::Limits(l) => Error::ImageTooLarge { path, reason: l.to_string() },
-        ImageError::Unsupported(u) => Error::Decode { path, reason: format!("unsupported: {u}") },
-        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Error::Decode { path, reason: "truncated file".into() }
+        ImageError::Unsupported(u) => {
+            let reason = format!("unsupported: {u}");
+            Error::Decode { path, reason, source: Some(ImageError::Unsupported(u).into()) }
         }
-        other => Error::Decode { path, reason: other.to_string() },
+        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::Decode { path, reason: "truncated file".into(), source: Some(io.into()) }
+        }
+        other => Error::Decode { path, reason: other.to_string(), source: Some(other.into()) },
     }
 }
 
 /// Reads and decodes an image file under `limits`, with its EXIF orientation applied.
-pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+pub fn decode_file(path: impl AsRef<Path>, limits: &DecodeLimits) -> Result<DynamicImage> {
+    let path = path.as_ref();
     decode_bytes(&read_limited(path, limits, true)?, path, limits)
 }
 
 /// Reads and decodes an image file for the model `meta` (see [`decode_for_model`]).
-pub fn decode_file_for_model(path: &Path, limits: &DecodeLimits, meta: &ModelMeta) -> Result<Decoded> {
+pub fn decode_file_for_model(path: impl AsRef<Path>, limits: &DecodeLimits, meta: &ModelMeta) -> Result<Decoded> {
+    let path = path.as_ref();
     decode_for_model(&read_limited(path, limits, true)?, path, limits, meta)
 }
 
@@ -95,7 +100,8 @@ pub(crate) fn read_limited(path: &Path, limits: &DecodeLimits, follow: bool) -> 
 /// Decodes an in-memory image under `limits`, with its EXIF orientation applied; `path` only
 /// names it in errors. The format is recognised from the content, never from the name, except
 /// TGA, which has no signature and is recognised by a `.tga` extension.
-pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+pub fn decode_bytes(bytes: &[u8], path: impl AsRef<Path>, limits: &DecodeLimits) -> Result<DynamicImage> {
+    let path = path.as_ref();
     decode(bytes, path, limits, None).map(|d| d.image)
 }
 
@@ -117,12 +123,18 @@ pub struct Decoded {
 /// ```no_run
 /// # fn main() -> twinscan::Result<()> {
 /// let model = twinscan::Model::open("models/photo.onnx")?;
-/// let d = twinscan::decode_file_for_model("photo.jpg".as_ref(), model.limits(), model.meta())?;
+/// let d = twinscan::decode_file_for_model("photo.jpg", model.limits(), model.meta())?;
 /// println!("{:?} decoded at {}x{}", d.full_size, d.image.width(), d.image.height());
 /// # Ok(())
 /// # }
 /// ```
-pub fn decode_for_model(bytes: &[u8], path: &Path, limits: &DecodeLimits, meta: &ModelMeta) -> Result<Decoded> {
+pub fn decode_for_model(
+    bytes: &[u8],
+    path: impl AsRef<Path>,
+    limits: &DecodeLimits,
+    meta: &ModelMeta,
+) -> Result<Decoded> {
+    let path = path.as_ref();
     decode(bytes, path, limits, Some(meta))
 }
 
@@ -141,7 +153,11 @@ fn decode(bytes: &[u8], path: &Path, limits: &DecodeLimits, meta: Option<&ModelM
     // The JPEG decoder fills a truncated scan with grey rather than failing; a photo cut short
     // in a copy or a download must be reported, not matched.
     if format == image::ImageFormat::Jpeg && !jpeg_complete(bytes) {
-        return Err(Error::Decode { path: path.into(), reason: "truncated file (no end-of-image marker)".into() });
+        return Err(Error::Decode {
+            path: path.into(),
+            reason: "truncated file (no end-of-image marker)".into(),
+            source: None,
+        });
     }
     if format == image::ImageFormat::Jpeg {
         check_jpeg_work(bytes, path, limits)?;
@@ -152,7 +168,9 @@ fn decode(bytes: &[u8], path: &Path, limits: &DecodeLimits, meta: Option<&ModelM
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_checked(reader, bytes, limits, scaled_for)));
     match decoded {
         Ok(result) => result.map_err(|e| decode_error(path, e)),
-        Err(_) => Err(Error::Decode { path: path.into(), reason: "decoder panicked on malformed data".into() }),
+        Err(_) => {
+            Err(Error::Decode { path: path.into(), reason: "decoder panicked on malformed data".into(), source: None })
+        }
     }
 }
 
@@ -277,7 +295,7 @@ fn filter_type(f: Filter) -> imageops::FilterType {
 
 /// Drops alpha by compositing over white, so a transparent background reads the same whatever
 /// colour the encoder left under it.
-pub(crate) fn flatten_rgb(img: &DynamicImage) -> RgbImage {
+pub fn flatten_rgb(img: &DynamicImage) -> RgbImage {
     let converted;
     let rgba = match img {
         _ if !img.color().has_alpha() => return img.to_rgb8(),

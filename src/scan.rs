@@ -17,22 +17,18 @@ use crate::index::{Entry, Index};
 use crate::preprocess::read_limited;
 use crate::Model;
 
-/// Where to look and how.
-#[derive(Debug, Clone, Default)]
-pub struct WalkOptions {
-    /// Follow symbolic links (loops are detected and reported, not followed forever).
-    pub follow_links: bool,
-}
-
 /// Every regular file under `roots` (a root may itself be a file), sorted, and the errors met
 /// on the way (unreadable folders, link loops). A file reached by several paths (overlapping
 /// roots, `./lib` beside `lib`, a folder link followed, hard links) is listed once, so that it
 /// can never be taken for its own copy: by its first path in order, a path that is not itself a
 /// link first.
-pub fn collect_files(roots: &[PathBuf], options: &WalkOptions) -> (Vec<PathBuf>, Vec<Error>) {
+/// `follow_links`: whether symbolic links are followed (loops are detected and reported, not
+/// followed forever).
+pub fn collect_files(roots: &[impl AsRef<Path>], follow_links: bool) -> (Vec<PathBuf>, Vec<Error>) {
     let (mut found, mut errors) = (Vec::new(), Vec::new());
     for root in roots {
-        for item in walkdir::WalkDir::new(root).follow_links(options.follow_links) {
+        let root = root.as_ref();
+        for item in walkdir::WalkDir::new(root).follow_links(follow_links) {
             match item {
                 Ok(e) if e.file_type().is_file() => {
                     let id = e.metadata().ok().and_then(|m| identity(&m));
@@ -69,19 +65,34 @@ fn identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
 }
 
-/// How [`update`] works.
-#[derive(Debug, Clone)]
-pub struct UpdateOptions {
-    /// Images decoded and embedded together (memory grows with it).
-    pub batch: usize,
-    /// Whether a file that is a symbolic link is read through it; without, a file that became
-    /// a link since the walk is refused rather than followed.
+/// How a collection is brought up to date ([`update`], [`crate::Collection::refresh`]).
+#[derive(Clone, Copy)]
+pub struct RefreshOptions<'a> {
+    /// Follow symbolic links while walking and reading (loops are detected and reported);
+    /// without, a file that became a link since the walk is refused rather than followed.
     pub follow_links: bool,
+    /// Images decoded and embedded together (memory grows with it; the model caps it).
+    pub batch: usize,
+    /// Once set, the work ends after the current batch; what was embedded until then is kept.
+    pub stop: Option<&'a AtomicBool>,
+    /// Called as `progress(done, total)` after each batch (`total`: the files to embed).
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
 }
 
-impl Default for UpdateOptions {
+impl Default for RefreshOptions<'_> {
     fn default() -> Self {
-        UpdateOptions { batch: crate::DEFAULT_BATCH, follow_links: false }
+        RefreshOptions { follow_links: false, batch: crate::DEFAULT_BATCH * 4, stop: None, progress: None }
+    }
+}
+
+impl std::fmt::Debug for RefreshOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshOptions")
+            .field("follow_links", &self.follow_links)
+            .field("batch", &self.batch)
+            .field("stop", &self.stop)
+            .field("progress", &self.progress.is_some())
+            .finish()
     }
 }
 
@@ -93,9 +104,11 @@ fn stat(path: &Path, follow: bool) -> Result<(u64, u128)> {
     Ok((meta.len(), modified))
 }
 
-/// What [`update`] did.
+/// What a refresh ([`update`]) did.
 #[derive(Debug, Default)]
-pub struct UpdateReport {
+pub struct RefreshReport {
+    /// Files found (each file once, however many paths lead to it).
+    pub files: usize,
     /// Files embedded now.
     pub embedded: usize,
     /// Files whose entry was kept as it was.
@@ -113,17 +126,9 @@ pub struct UpdateReport {
 
 /// Brings `index` up to date with `files`: entries of files that are gone are dropped, a file
 /// whose size and modification time match its entry keeps it, and the rest are read, hashed,
-/// decoded and embedded, `options.batch` at a time. `progress(done, total)` is called after each
-/// batch; setting `stop` ends the work after the current batch.
-pub fn update(
-    index: &mut Index,
-    files: &[PathBuf],
-    model: &Model,
-    options: &UpdateOptions,
-    stop: &AtomicBool,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> UpdateReport {
-    let mut report = UpdateReport::default();
+/// decoded and embedded, `options.batch` at a time.
+pub fn update(index: &mut Index, files: &[PathBuf], model: &Model, options: &RefreshOptions) -> RefreshReport {
+    let mut report = RefreshReport { files: files.len(), ..RefreshReport::default() };
     let mut old: HashMap<PathBuf, Entry> = index.entries.drain(..).map(|e| (e.path.clone(), e)).collect();
     let mut todo = Vec::new();
     for path in files {
@@ -165,11 +170,13 @@ pub fn update(
                         Err(e) => counts.errors.push(e),
                     }
                 }
-                progress(done, total);
+                if let Some(progress) = options.progress {
+                    progress(done, total);
+                }
             }
         });
         for chunk in todo.chunks(model.batch_for(options.batch)) {
-            if stop.load(Ordering::Relaxed) {
+            if options.stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
                 return true;
             }
             if tx.send(decode_chunk(chunk, model, options.follow_links)).is_err() {

@@ -90,8 +90,14 @@ impl std::fmt::Debug for Search<'_> {
     }
 }
 
-/// A hit: position in the searched vectors and distance.
-pub type Hit = (usize, f32);
+/// A vector found by a search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// Position in the searched vectors.
+    pub index: usize,
+    /// The model's distance to the query.
+    pub distance: f32,
+}
 
 impl<'a> Search<'a> {
     /// Prepares `vectors` (embeddings of `model`) for search of the given kind and purpose.
@@ -147,7 +153,7 @@ impl<'a> Search<'a> {
             None => {
                 let mut all = self.rescored(query, 0..self.vectors.len())?;
                 if all.len() > k {
-                    all.select_nth_unstable_by(k - 1, |a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                    all.select_nth_unstable_by(k - 1, nearer);
                     all.truncate(k);
                 }
                 all
@@ -169,7 +175,7 @@ impl<'a> Search<'a> {
                     let found = self.rescored(query, g.search(query, k))?;
                     // hnsw_rs may return fewer than `k` hits, so only a hit beyond the radius
                     // (or having asked for everything) ends the widening.
-                    if found.iter().any(|h| h.1 > radius) || k >= self.vectors.len() {
+                    if found.iter().any(|h| h.distance > radius) || k >= self.vectors.len() {
                         break found;
                     }
                     k *= 2;
@@ -179,7 +185,7 @@ impl<'a> Search<'a> {
             }
             None => self.rescored(query, 0..self.vectors.len())?,
         };
-        hits.retain(|h| h.1 <= radius);
+        hits.retain(|h| h.distance <= radius);
         sort_hits(&mut hits);
         Ok(hits)
     }
@@ -188,7 +194,7 @@ impl<'a> Search<'a> {
     fn rescored(&self, query: &[f32], candidates: impl Iterator<Item = usize>) -> Result<Vec<Hit>> {
         candidates
             .filter_map(|i| self.vectors.get(i).map(|v| (i, *v)))
-            .map(|(i, v)| Ok((i, self.model.distance(query, v)?)))
+            .map(|(index, v)| Ok(Hit { index, distance: self.model.distance(query, v)? }))
             .collect()
     }
 }
@@ -239,8 +245,13 @@ impl Graph {
 /// Nearest first, ties by position, each vector once (an unreachable vector can also come
 /// from the graph).
 fn sort_hits(hits: &mut Vec<Hit>) {
-    hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    hits.dedup_by_key(|h| h.0);
+    hits.sort_by(nearer);
+    hits.dedup_by_key(|h| h.index);
+}
+
+/// Nearer first, ties by position.
+fn nearer(a: &Hit, b: &Hit) -> std::cmp::Ordering {
+    a.distance.total_cmp(&b.distance).then(a.index.cmp(&b.index))
 }
 
 #[cfg(test)]
@@ -270,16 +281,16 @@ mod tests {
         for q in vectors(200, 8, 2) {
             let truth = exact.nearest(&q, 10).unwrap();
             let got = graph.nearest(&q, 10).unwrap();
-            assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "nearest first");
+            assert!(got.windows(2).all(|w| w[0].distance <= w[1].distance), "nearest first");
             found += got.iter().filter(|h| truth.contains(h)).count();
             asked += truth.len();
-            let radius = truth[4].1;
+            let radius = truth[4].distance;
             let inside = graph.within(&q, radius).unwrap();
-            assert!(inside.iter().all(|h| h.1 <= radius));
+            assert!(inside.iter().all(|h| h.distance <= radius));
         }
         assert!(found as f64 >= 0.95 * asked as f64, "recall@10 {found}/{asked}");
         // An indexed vector finds itself first.
-        assert_eq!(graph.nearest(&data[17], 1).unwrap()[0], (17, 0.0));
+        assert_eq!(graph.nearest(&data[17], 1).unwrap()[0], Hit { index: 17, distance: 0.0 });
     }
 
     #[test]
@@ -291,7 +302,10 @@ mod tests {
         let search = Search::new(data.iter().map(|v| v.as_slice()).collect(), &model, SearchKind::Hnsw, Purpose::Query);
         assert!(!search.is_hnsw(), "a non-finite vector keeps the graph out");
         assert_eq!(search.nearest(&[0.0, 0.0], 10).unwrap().len(), 3, "k beyond the collection");
-        assert_eq!(search.within(&[0.0, 0.0], 5.0).unwrap(), vec![(0, 0.0), (2, 5.0)]);
+        assert_eq!(
+            search.within(&[0.0, 0.0], 5.0).unwrap(),
+            vec![Hit { index: 0, distance: 0.0 }, Hit { index: 2, distance: 5.0 }]
+        );
         let wrong = search.nearest(&[0.0], 1);
         assert!(wrong.is_err(), "a query of another length is an error");
     }

@@ -170,7 +170,8 @@ impl FileLock {
     /// Takes the lock of the file at `path`, or fails at once when another process holds it.
     /// The lock file is opened without following a link and must be a regular file. Once the
     /// lock is held, temporary files that dead processes left beside `path` are removed.
-    pub fn acquire(path: &Path) -> Result<FileLock> {
+    pub fn acquire(path: impl AsRef<Path>) -> Result<FileLock> {
+        let path = path.as_ref();
         let (dir, name) = Dir::open_parent(path)?;
         let mut lock = name.to_os_string();
         lock.push(".lock");
@@ -189,7 +190,7 @@ mod tests {
         magic: b"TWSCNTST",
         version: 3,
         name: "test file",
-        error: |path, reason| Error::Dataset { path: path.into(), reason },
+        error: |path, reason| Error::Index { path: path.into(), reason },
     };
 
     #[test]

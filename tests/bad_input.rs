@@ -9,10 +9,16 @@ use prost::Message;
 use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};
 use twinscan::{DecodeLimits, Error, Model};
 
+/// A written tower decoded again, to be damaged field by field (tract's protobuf types, as a
+/// user with any ONNX library would edit the file).
+fn proto_of(spec: &TowerSpec, weights: &TowerWeights) -> tract_onnx::pb::ModelProto {
+    let bytes = tower::write_onnx(spec, weights, &tower::untrained_meta(spec).unwrap()).unwrap();
+    tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap()
+}
+
 fn seed_proto() -> tract_onnx::pb::ModelProto {
     let spec = TowerSpec::seed(InputShape { channels: 1, height: 28, width: 28 });
-    tower::to_model_proto(&spec, &TowerWeights::seeded(&spec, 1).unwrap(), &tower::untrained_meta(&spec).unwrap())
-        .unwrap()
+    proto_of(&spec, &TowerWeights::seeded(&spec, 1).unwrap())
 }
 
 fn load(proto: &tract_onnx::pb::ModelProto) -> Result<Model, Error> {
@@ -93,7 +99,7 @@ fn weights_that_yield_nan_are_refused() {
     let spec = TowerSpec::seed(InputShape { channels: 1, height: 28, width: 28 });
     let weights = TowerWeights::seeded(&spec, 1).unwrap();
     // The writer refuses non-finite weights, so corrupt them in the encoded protobuf.
-    let mut proto = tower::to_model_proto(&spec, &weights, &tower::untrained_meta(&spec).unwrap()).unwrap();
+    let mut proto = proto_of(&spec, &weights);
     let bias = proto.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "l0.bias").unwrap();
     bias.raw_data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
     let err = load(&proto).unwrap_err();
@@ -219,23 +225,22 @@ fn exif_orientation_is_applied() {
 
 /// A model and `n` pictures in `dir/photos`, as the scan's walk lists them.
 fn walked_pictures(dir: &Path, n: usize) -> (Model, Vec<std::path::PathBuf>) {
-    use twinscan::scan::{collect_files, WalkOptions};
+    use twinscan::scan::collect_files;
     let model = model_in(dir);
     let photos = dir.join("photos");
     std::fs::create_dir(&photos).unwrap();
     for i in 0..n {
         picture(40, 30, 10 + i as u64).save(photos.join(format!("{i}.png"))).unwrap();
     }
-    let (files, errors) = collect_files(std::slice::from_ref(&photos), &WalkOptions { follow_links: false });
+    let (files, errors) = collect_files(std::slice::from_ref(&photos), false);
     assert!(errors.is_empty() && files.len() == n);
     (model, files)
 }
 
 #[test]
 fn files_deleted_during_a_scan_are_one_error_each_and_the_rest_is_indexed() {
-    use std::sync::atomic::AtomicBool;
     use twinscan::index::Index;
-    use twinscan::scan::{update, UpdateOptions};
+    use twinscan::scan::{update, RefreshOptions};
 
     let dir = tempfile::tempdir().unwrap();
     let (model, files) = walked_pictures(dir.path(), 6);
@@ -250,8 +255,8 @@ fn files_deleted_during_a_scan_are_one_error_each_and_the_rest_is_indexed() {
         }
     };
     let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
-    let options = UpdateOptions { batch: 1, ..Default::default() };
-    let report = update(&mut index, &files, &model, &options, &AtomicBool::new(false), &progress);
+    let options = RefreshOptions { batch: 1, progress: Some(&progress), ..Default::default() };
+    let report = update(&mut index, &files, &model, &options);
     let failed: Vec<_> = report.errors.iter().map(|e| (e.kind(), e.path().unwrap().to_path_buf())).collect();
     assert_eq!(failed, [("io", files[1].clone()), ("io", files[5].clone())]);
     assert_eq!(report.embedded, 4);
@@ -262,9 +267,8 @@ fn files_deleted_during_a_scan_are_one_error_each_and_the_rest_is_indexed() {
 #[cfg(unix)]
 #[test]
 fn files_swapped_for_a_fifo_or_a_device_link_after_the_walk_are_refused_not_read() {
-    use std::sync::atomic::AtomicBool;
     use twinscan::index::Index;
-    use twinscan::scan::{update, UpdateOptions};
+    use twinscan::scan::{update, RefreshOptions};
 
     let dir = tempfile::tempdir().unwrap();
     let (model, files) = walked_pictures(dir.path(), 3);
@@ -276,8 +280,8 @@ fn files_swapped_for_a_fifo_or_a_device_link_after_the_walk_are_refused_not_read
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
-        let options = UpdateOptions { batch: 1, ..Default::default() };
-        let report = update(&mut index, &files, &model, &options, &AtomicBool::new(false), &|_, _| {});
+        let options = RefreshOptions { batch: 1, ..Default::default() };
+        let report = update(&mut index, &files, &model, &options);
         let failed: Vec<_> = report.errors.iter().map(|e| (e.kind(), e.path().unwrap().to_path_buf())).collect();
         let _ = done.send((failed, report.embedded, files));
     });
@@ -445,4 +449,18 @@ fn an_image_that_alone_needs_more_than_the_memory_budget_is_its_own_error() {
     let limits = DecodeLimits { max_alloc: 8 << 30, ..Default::default() };
     let err = twinscan::decode_bytes(&png, Path::new("claims.png"), &limits).unwrap_err();
     assert!(matches!(&err, Error::ImageTooLarge { reason, .. } if reason.contains("emory")), "{err}");
+}
+
+/// A caller can reach the decoder's or the protobuf reader's own error behind ours.
+#[test]
+fn errors_keep_their_cause_as_source() {
+    use std::error::Error as _;
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend([0u8, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 0, 0, 0, 0, 0, 8, 2, 0, 0, 0, 1, 2, 3, 4]);
+    let err = twinscan::decode_bytes(&png, "zero.png", &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    assert!(err.source().is_some(), "{err:?}");
+    let err = Model::from_bytes(&[0xff; 16], "junk").unwrap_err();
+    assert!(matches!(err, Error::ModelFormat { .. }), "{err}");
+    assert!(err.source().is_some_and(|s| err.to_string().contains(&s.to_string())), "{err:?}");
 }

@@ -23,15 +23,7 @@ fn big_index(model: &Model, dir: &Path, n: usize) -> Index {
     let image = dir.join("one.png");
     picture(48, 32, 1).save(&image).unwrap();
     let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    twinscan::scan::update(
-        &mut index,
-        &[image],
-        model,
-        &twinscan::scan::UpdateOptions { batch: 1, ..Default::default() },
-        &stop,
-        &|_, _| {},
-    );
+    twinscan::scan::update(&mut index, &[image], model, &twinscan::scan::RefreshOptions::default());
     let one = index.entries.pop().expect("the picture indexed");
     index.entries = (0..n)
         .map(|i| {

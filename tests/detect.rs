@@ -6,7 +6,7 @@ mod common;
 
 use image::imageops;
 use twinscan::contain::{ContainmentRule, Thumb};
-use twinscan::detect::{duplicate_groups, outliers, OutlierRule};
+use twinscan::detect::{duplicate_groups, outliers, GroupOptions, OutlierOptions, OutlierRule};
 use twinscan::index::Entry;
 use twinscan::search::SearchKind;
 use twinscan::tower::{self, TowerSpec, TowerWeights};
@@ -37,8 +37,13 @@ fn entry(name: &str, x: f32, pixels: u32, hash: u8) -> Entry {
     }
 }
 
-fn names(entries: &[Entry], members: &[twinscan::detect::Member]) -> Vec<String> {
-    members.iter().map(|m| entries[m.entry].path.display().to_string()).collect()
+fn names(members: &[twinscan::detect::Member]) -> Vec<String> {
+    members.iter().map(|m| m.entry.path.display().to_string()).collect()
+}
+
+/// Grouping at distance 1 by `kind`, with the containment `rule` or without.
+fn at_one(kind: SearchKind, rule: Option<ContainmentRule>) -> GroupOptions {
+    GroupOptions { threshold: Some(1.0), containment: rule, search: kind }
 }
 
 #[test]
@@ -50,8 +55,8 @@ fn a_chain_of_near_images_is_not_one_group() {
             .enumerate()
             .map(|(i, n)| entry(n, i as f32 * 0.8, 100 - i as u32, i as u8))
             .collect();
-        let groups = duplicate_groups(&entries, &model(), 1.0, kind, None).unwrap();
-        let got: Vec<Vec<String>> = groups.iter().map(|g| names(&entries, &g.members)).collect();
+        let groups = duplicate_groups(&entries, &model(), &at_one(kind, None)).unwrap();
+        let got: Vec<Vec<String>> = groups.iter().map(|g| names(&g.members)).collect();
         assert_eq!(got, vec![vec!["a", "b"], vec!["c", "d"]]);
         assert!((groups[0].members[1].distance - 0.8).abs() < 1e-6);
     }
@@ -66,11 +71,11 @@ fn byte_copies_always_group_and_the_largest_is_kept() {
             entry("big", 0.5, 50, 2),
             entry("copy", 9.0, 10, 9),
         ];
-        let groups = duplicate_groups(&entries, &model(), 1.0, kind, None).unwrap();
+        let groups = duplicate_groups(&entries, &model(), &at_one(kind, None)).unwrap();
         assert_eq!(groups.len(), 2);
-        assert_eq!(names(&entries, &groups[0].members), vec!["big", "small"], "largest resolution kept");
+        assert_eq!(names(&groups[0].members), vec!["big", "small"], "largest resolution kept");
         let exact = groups.iter().find(|g| g.exact()).expect("the byte copies form a group");
-        let mut got = names(&entries, &exact.members);
+        let mut got = names(&exact.members);
         got.sort();
         assert_eq!(got, vec!["copy", "far-copy"]);
     }
@@ -82,9 +87,10 @@ fn the_odd_one_out_is_flagged() {
         let mut entries: Vec<Entry> =
             (0..12).map(|i| entry(&format!("p{i}"), (i % 4) as f32 * 0.1, 10, i as u8)).collect();
         entries.push(entry("odd", 7.0, 10, 99));
-        let found = outliers(&entries, &model(), 3, OutlierRule::Robust, kind).unwrap();
-        assert_eq!(found.iter().map(|o| entries[o.entry].path.display().to_string()).collect::<Vec<_>>(), vec!["odd"]);
-        let top = outliers(&entries, &model(), 3, OutlierRule::Top(2), kind).unwrap();
+        let options = OutlierOptions { k: 3, rule: OutlierRule::Robust, search: kind };
+        let found = outliers(&entries, &model(), &options).unwrap();
+        assert_eq!(found.iter().map(|o| o.entry.path.display().to_string()).collect::<Vec<_>>(), vec!["odd"]);
+        let top = outliers(&entries, &model(), &OutlierOptions { rule: OutlierRule::Top(2), ..options }).unwrap();
         assert_eq!(top.len(), 2);
         assert!(top[0].score >= top[1].score);
     }
@@ -111,12 +117,12 @@ fn the_graph_finds_the_groups_that_exact_search_finds() {
             });
         }
     }
-    let members = |kind| -> Vec<Vec<usize>> {
-        let groups = duplicate_groups(&entries, &model(), 1.0, kind, None).unwrap();
+    let members = |kind| -> Vec<Vec<String>> {
+        let groups = duplicate_groups(&entries, &model(), &at_one(kind, None)).unwrap();
         groups
             .iter()
             .map(|g| {
-                let mut v: Vec<usize> = g.members.iter().map(|m| m.entry).collect();
+                let mut v: Vec<String> = names(&g.members);
                 v.sort();
                 v
             })
@@ -151,11 +157,11 @@ fn a_crop_beyond_the_threshold_joins_its_original_through_the_containment_check(
         with("far-crop", -2.6, 52_000, 4, &left),
     ];
     for kind in KINDS {
-        let groups = duplicate_groups(&entries, &model(), 1.0, kind, Some(&rule)).unwrap();
+        let groups = duplicate_groups(&entries, &model(), &at_one(kind, Some(rule))).unwrap();
         assert_eq!(groups.len(), 1, "{kind:?}");
-        assert_eq!(names(&entries, &groups[0].members), vec!["original", "crop"]);
+        assert_eq!(names(&groups[0].members), vec!["original", "crop"]);
         let joined = &groups[0].members[1];
         assert!(joined.contained && !joined.exact && (joined.distance - 1.5).abs() < 1e-6);
-        assert!(duplicate_groups(&entries, &model(), 1.0, kind, None).unwrap().is_empty(), "no rule, no check");
+        assert!(duplicate_groups(&entries, &model(), &at_one(kind, None)).unwrap().is_empty(), "no rule, no check");
     }
 }

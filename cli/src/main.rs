@@ -4,6 +4,7 @@
 mod commands;
 mod exit;
 mod interrupt;
+mod output;
 mod report;
 
 use std::process::ExitCode;
@@ -41,16 +42,18 @@ enum Command {
     /// Enroll identities and verify or identify probes against them, face-recognition style.
     Gallery(commands::gallery::Args),
     /// Benchmarks that need data: `match` measures verification, identification and anomaly
-    /// detection on classes the tower never saw.
+    /// detection on classes the tower never saw (lab builds).
+    #[cfg(feature = "lab")]
     Bench(commands::bench::Args),
-    /// Evaluate a model on IDX data with the origin study's protocol (pair accuracy, ROC AUC).
+    /// Evaluate a model on IDX data with the origin study's protocol (pair accuracy, ROC AUC;
+    /// lab builds).
+    #[cfg(feature = "lab")]
     Eval(commands::eval::Args),
-    /// Train a tower on labelled images and export it (needs the `train` feature).
-    #[cfg(feature = "train")]
+    /// Train a tower on labelled images and export it (lab builds).
+    #[cfg(feature = "lab")]
     Train(commands::train::Args),
-    /// Train the photo tower on a folder of unlabelled photos, self-supervised (needs the
-    /// `train` feature).
-    #[cfg(feature = "train")]
+    /// Train the photo tower on a folder of unlabelled photos, self-supervised (lab builds).
+    #[cfg(feature = "lab")]
     TrainPhoto(commands::train_photo::Args),
 }
 
@@ -73,19 +76,48 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Info(args) => commands::info::run(args),
-        Command::Eval(args) => commands::eval::run(args),
         Command::Gallery(args) => commands::gallery::run(args),
+        #[cfg(feature = "lab")]
+        Command::Eval(args) => commands::eval::run(args),
+        #[cfg(feature = "lab")]
         Command::Bench(args) => commands::bench::run_bench(args),
-        #[cfg(feature = "train")]
+        #[cfg(feature = "lab")]
         Command::Train(args) => commands::train::run(args),
-        #[cfg(feature = "train")]
+        #[cfg(feature = "lab")]
         Command::TrainPhoto(args) => commands::train_photo::run(args),
     };
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("twinscan: error: {}", commands::shown_text(&format!("{e:#}")));
+            eprintln!("twinscan: error: {}", output::text::shown_text(&message(&e)));
             exit::Code::Error.into()
         }
+    }
+}
+
+/// The error and its causes, outermost first, each cause left out when the message before it
+/// already says it (the library's messages quote the cause they keep as `source()`).
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+/// What to do about an index that cannot be used, said where it can be done: on the command line.
+fn advice(e: twinscan::Error) -> anyhow::Error {
+    match e {
+        twinscan::Error::Index { .. } | twinscan::Error::IndexModel { .. } => {
+            let text = format!("{e}; rebuild it with `twinscan scan --rebuild`");
+            anyhow::Error::new(e).context(text)
+        }
+        other => other.into(),
     }
 }

@@ -20,11 +20,10 @@ const THUMB_QUALITY: u8 = 70;
 /// What a report shows.
 pub struct Report<'a> {
     pub roots: &'a [PathBuf],
-    pub entries: &'a [Entry],
     /// `None` where the command does not look for them (`outliers` has no groups, `scan`
     /// without `--outliers` no outliers), so the page does not claim there are none.
-    pub groups: Option<&'a [Group]>,
-    pub outliers: Option<&'a [Outlier]>,
+    pub groups: Option<&'a [Group<'a>]>,
+    pub outliers: Option<&'a [Outlier<'a>]>,
     /// (path, kind, message) of each file that failed.
     pub errors: Vec<(String, &'static str, String)>,
     /// (label, value) lines of the summary.
@@ -106,17 +105,17 @@ fn figure(e: &Entry, thumb: &str, role: &str, facts: &[String]) -> String {
 }
 
 /// Writes the page to `path` (a new file or one replaced whole).
-pub fn write(path: &Path, r: &Report) -> Result<()> {
+pub fn write(path: &Path, r: &Report<'_>) -> Result<()> {
     let (groups, outliers) = (r.groups.unwrap_or_default(), r.outliers.unwrap_or_default());
-    let mut shown: Vec<usize> = groups.iter().flat_map(|g| g.members.iter().map(|m| m.entry)).collect();
+    let mut shown: Vec<&Path> = groups.iter().flat_map(|g| g.members.iter().map(|m| m.entry.path.as_path())).collect();
     for o in outliers {
-        shown.push(o.entry);
-        shown.extend(o.neighbours.iter().map(|n| n.0));
+        shown.push(&o.entry.path);
+        shown.extend(o.neighbours.iter().map(|n| n.entry.path.as_path()));
     }
     shown.sort_unstable();
     shown.dedup();
-    let thumbs: HashMap<usize, String> = shown.par_iter().map(|&i| (i, thumbnail(&r.entries[i].path))).collect();
-    let thumb = |i: usize| thumbs.get(&i).map_or("", String::as_str);
+    let thumbs: HashMap<&Path, String> = shown.par_iter().map(|&p| (p, thumbnail(p))).collect();
+    let thumb = |e: &Entry| thumbs.get(e.path.as_path()).map_or("", String::as_str);
 
     let mut html = String::new();
     html.push_str(HEAD);
@@ -132,8 +131,7 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
         let _ = writeln!(html, "<section id=\"groups\"><h2>Duplicate groups ({})</h2>", groups.len());
     }
     for (n, g) in groups.iter().enumerate() {
-        let paths: Vec<String> =
-            g.members.iter().map(|m| r.entries[m.entry].path.to_string_lossy().to_lowercase()).collect();
+        let paths: Vec<String> = g.members.iter().map(|m| m.entry.path.to_string_lossy().to_lowercase()).collect();
         let exact = if g.exact() { r#" <span class="tag">exact copies</span>"# } else { "" };
         let _ = write!(
             html,
@@ -143,7 +141,7 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
             n + 1
         );
         for (i, m) in g.members.iter().enumerate() {
-            let e = &r.entries[m.entry];
+            let e = m.entry;
             let mut facts = Vec::new();
             if i > 0 {
                 facts.push(format!("distance {:.4}", m.distance));
@@ -154,7 +152,7 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
             if m.contained {
                 facts.push(r#"<span class="tag">contained</span>"#.into());
             }
-            html.push_str(&figure(e, thumb(m.entry), if i == 0 { "keep" } else { "duplicate" }, &facts));
+            html.push_str(&figure(e, thumb(e), if i == 0 { "keep" } else { "duplicate" }, &facts));
         }
         html.push_str("</div></article>\n");
     }
@@ -165,16 +163,17 @@ pub fn write(path: &Path, r: &Report) -> Result<()> {
     if r.outliers.is_some() {
         let _ = writeln!(html, "<section id=\"outliers\"><h2>Outliers ({}), highest score first</h2>", outliers.len());
         for (n, o) in outliers.iter().enumerate() {
-            let e = &r.entries[o.entry];
+            let e = o.entry;
             let _ = write!(
                 html,
                 "<article class=\"outlier\" data-size=\"1\" data-order=\"{n}\" data-paths=\"{}\"><h3>score {:.4}</h3><div class=\"row\">",
                 escape(&e.path.to_string_lossy().to_lowercase()),
                 o.score
             );
-            html.push_str(&figure(e, thumb(o.entry), "outlier", &[]));
-            for &(j, d) in &o.neighbours {
-                html.push_str(&figure(&r.entries[j], thumb(j), "neighbour", &[format!("distance {d:.4}")]));
+            html.push_str(&figure(e, thumb(e), "outlier", &[]));
+            for n in &o.neighbours {
+                let facts = [format!("distance {:.4}", n.distance)];
+                html.push_str(&figure(n.entry, thumb(n.entry), "neighbour", &facts));
             }
             html.push_str("</div></article>\n");
         }

@@ -92,6 +92,7 @@ fn compare_with_an_unreadable_image_names_it() {
     assert!(String::from_utf8(out.stderr).unwrap().contains("/nonexistent/b.png"));
 }
 
+#[cfg(feature = "lab")]
 fn write_idx(dir: &Path, prefix: &str, n: u32) {
     let mut images = vec![0, 0, 8, 3];
     for d in [n, 8, 8] {
@@ -106,6 +107,7 @@ fn write_idx(dir: &Path, prefix: &str, n: u32) {
 }
 
 #[test]
+#[cfg(feature = "lab")]
 fn eval_reports_the_study_metrics_as_json() {
     let dir = tempfile::tempdir().unwrap();
     write_idx(dir.path(), "train", 30);
@@ -142,4 +144,20 @@ fn eval_reports_the_study_metrics_as_json() {
     }
     // Same pair seed, same numbers.
     assert_eq!(twinscan(&args).stdout, out.stdout);
+}
+
+/// The product's commands are always there; the lab's appear only in builds with the `lab`
+/// feature (scripts/test.sh checks a build without it as well).
+#[test]
+fn help_lists_the_product_commands_and_the_lab_only_with_the_lab() {
+    let out = twinscan(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    let listed: Vec<&str> =
+        help.lines().filter_map(|l| l.strip_prefix("  ")).filter_map(|l| l.split_whitespace().next()).collect();
+    for command in ["scan", "outliers", "query", "undo", "embed", "compare", "info", "gallery"] {
+        assert!(listed.contains(&command), "{command} missing from:\n{help}");
+    }
+    for command in ["train", "train-photo", "eval", "bench"] {
+        assert_eq!(listed.contains(&command), cfg!(feature = "lab"), "{command} in:\n{help}");
+    }
 }

@@ -132,3 +132,61 @@ fn a_damaged_index_is_refused_with_the_way_out() {
     let out = twinscan(&["scan", "--rebuild", "--index", index.to_str().unwrap(), root]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// CSV is the JSON records as rows: one per group member with the group's fields repeated, one
+/// per outlier and error, every value written as JSON writes it.
+#[test]
+fn csv_rows_carry_the_json_records_fields() {
+    let dir = folder();
+    let index = dir.path().join("idx.twinscan");
+    let (index, root) = (index.to_str().unwrap(), dir.path().to_str().unwrap());
+    let args = ["scan", "--outliers", "--top", "1", "--index", index, root];
+    let json = records(&twinscan(&[&args[..], &["--json"]].concat()));
+    let csv = twinscan(&[&args[..], &["--csv"]].concat());
+    let text = String::from_utf8(csv.stdout).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    // The temporary folder's names hold no comma or quote, so a plain split reads the cells.
+    let rows: Vec<std::collections::HashMap<&str, &str>> =
+        lines.map(|l| header.iter().copied().zip(l.split(',')).collect()).collect();
+    let mut expected = Vec::new();
+    for r in &json {
+        let cell = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        match r["type"].as_str().unwrap() {
+            "group" => {
+                for m in r["members"].as_array().unwrap() {
+                    let mut row = vec![("type", "group".to_string()), ("group", cell(&r["id"]))];
+                    row.extend([("group_exact", cell(&r["exact"])), ("keep", cell(&r["keep"]))]);
+                    for k in ["path", "role", "distance", "exact", "contained", "width", "height"] {
+                        row.push((k, cell(&m[k])));
+                    }
+                    expected.push(row);
+                }
+            }
+            t @ ("outlier" | "error") => {
+                let fields = if t == "outlier" { &["path", "score"][..] } else { &["path", "kind", "error"][..] };
+                let mut row = vec![("type", t.to_string())];
+                row.extend(fields.iter().map(|&k| (k, cell(&r[k]))));
+                expected.push(row);
+            }
+            _ => {}
+        }
+    }
+    assert!(expected.len() > 10, "{json:?}");
+    assert_eq!(rows.len(), expected.len(), "{text}");
+    for (row, want) in rows.iter().zip(&expected) {
+        for (k, v) in want {
+            if *k == "error" {
+                // A message may hold a comma (quoted in CSV): compare what precedes it.
+                let got = row[k].trim_start_matches('"');
+                assert!(!got.is_empty() && v.starts_with(got), "{k}: {got:?} vs {v:?}\n{text}");
+            } else {
+                assert_eq!(row[k], v.as_str(), "{k}\n{text}");
+            }
+        }
+    }
+}

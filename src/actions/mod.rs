@@ -25,7 +25,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::detect::Group;
 use crate::error::{Error, Result};
-use crate::index::Entry;
 use journal::{hex, Record};
 use transfer::{Attributes, Place};
 
@@ -93,7 +92,8 @@ pub enum Outcome {
 
 /// `path` made absolute through its deepest existing ancestor (a quarantine may not exist yet),
 /// so that links and `..` compare as the file system sees them.
-pub fn resolve(path: &Path) -> Result<PathBuf> {
+pub fn resolve(path: impl AsRef<Path>) -> Result<PathBuf> {
+    let path = path.as_ref();
     let path = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
     let mut rest = Vec::new();
     let mut base = path.as_path();
@@ -113,7 +113,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 
 /// Refuses a quarantine inside (or equal to) one of the scanned `roots`: the next scan would
 /// find the quarantined images again.
-pub fn check_quarantine(dir: &Path, roots: &[PathBuf]) -> Result<()> {
+pub fn check_quarantine(dir: impl AsRef<Path>, roots: &[PathBuf]) -> Result<()> {
+    let dir = dir.as_ref();
     let dir = resolve(dir)?;
     for root in roots {
         let root = folder_of(root)?;
@@ -127,9 +128,9 @@ pub fn check_quarantine(dir: &Path, roots: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// The steps that [`apply`] would take for `groups` of `entries` (the index the groups were
-/// found in), scanned from `roots`: one per image that a group does not keep.
-pub fn plan(groups: &[Group], entries: &[Entry], action: &Action, roots: &[PathBuf]) -> Result<Plan> {
+/// The steps that [`apply`] would take for `groups`, scanned from `roots`: one per image that a
+/// group does not keep. Refused when a quarantine lies inside one of the `roots`.
+pub fn plan(groups: &[Group], action: &Action, roots: &[PathBuf]) -> Result<Plan> {
     let action = match action {
         Action::Quarantine(dir) => {
             check_quarantine(dir, roots)?;
@@ -140,9 +141,9 @@ pub fn plan(groups: &[Group], entries: &[Entry], action: &Action, roots: &[PathB
     let roots = roots.iter().map(|r| folder_of(r)).collect::<Result<Vec<_>>>()?;
     let mut steps = Vec::new();
     for (g, group) in groups.iter().enumerate() {
-        let keep = absolute_below(&entries[group.members[0].entry].path, &roots);
-        for m in &group.members[1..] {
-            let e = &entries[m.entry];
+        let keep = absolute_below(&group.keep().path, &roots);
+        for m in group.copies() {
+            let e = m.entry;
             let path = absolute_below(&e.path, &roots);
             let op = match (&path, &keep, &action) {
                 (Err(reason), _, _) => Op::Skip(reason.clone()),
@@ -153,7 +154,7 @@ pub fn plan(groups: &[Group], entries: &[Entry], action: &Action, roots: &[PathB
                 (Ok(_), Ok(_), Action::HardLink) => Op::Link,
                 (Ok(p), Ok(_), Action::Quarantine(dir)) => Op::Move(quarantine_path(dir, p)),
             };
-            let keep = keep.clone().unwrap_or_else(|_| entries[group.members[0].entry].path.clone());
+            let keep = keep.clone().unwrap_or_else(|_| group.keep().path.clone());
             steps.push(Step {
                 group: g + 1,
                 path: path.unwrap_or_else(|_| e.path.clone()),
@@ -210,7 +211,8 @@ fn root_of<'a>(roots: &'a [PathBuf], path: &Path) -> Result<&'a Path> {
 /// Returns one outcome per step; a step that fails or is skipped leaves its file as it was and
 /// does not stop the others. `stop` is checked before each step: once it is set, the steps
 /// left are skipped (an action is never cut in half).
-pub fn apply(plan: &Plan, journal: &Path, stop: &AtomicBool) -> Result<Vec<Outcome>> {
+pub fn apply(plan: &Plan, journal: impl AsRef<Path>, stop: &AtomicBool) -> Result<Vec<Outcome>> {
+    let journal = journal.as_ref();
     let (kind, quarantine) = match &plan.action {
         Action::Quarantine(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -321,7 +323,8 @@ fn modified_ns(meta: &std::fs::Metadata) -> u64 {
 /// or folders to check against), or when any entry asks for something [`apply`] never does:
 /// a path outside the recorded folders, a move whose target is not the quarantine path of its
 /// image, an image that is its own kept image.
-pub fn undo(path: &Path) -> Result<Vec<(PathBuf, Outcome)>> {
+pub fn undo(path: impl AsRef<Path>) -> Result<Vec<(PathBuf, Outcome)>> {
+    let path = path.as_ref();
     let checked = journal::read(path)?;
     let mut outcomes = Vec::new();
     for entry in checked.entries.iter().rev() {
@@ -472,7 +475,7 @@ mod tests {
         let (dir, plan) = one_step("a.png", b"scanned", |root| quarantined(root, "a.png"));
         let s = &plan.steps[0];
         fs::write(&s.path, b"edited since").unwrap();
-        let out = apply(&plan, &dir.path().join("j.jsonl"), &AtomicBool::new(false)).unwrap();
+        let out = apply(&plan, dir.path().join("j.jsonl"), &AtomicBool::new(false)).unwrap();
         assert!(matches!(&out[0], Outcome::Skipped(r) if r.contains("changed")), "{out:?}");
         assert_eq!(fs::read(&s.path).unwrap(), b"edited since");
         let Op::Move(to) = &s.op else { unreachable!() };
@@ -511,7 +514,7 @@ mod tests {
     fn no_duplicate_moves_while_its_kept_image_is_gone() {
         let (dir, plan) = one_step("a.png", b"original", |root| quarantined(root, "a.png"));
         fs::remove_file(&plan.steps[0].keep).unwrap();
-        let out = apply(&plan, &dir.path().join("j.jsonl"), &AtomicBool::new(false)).unwrap();
+        let out = apply(&plan, dir.path().join("j.jsonl"), &AtomicBool::new(false)).unwrap();
         assert!(matches!(&out[0], Outcome::Skipped(r) if r.contains("last copy")), "{out:?}");
         assert_eq!(fs::read(&plan.steps[0].path).unwrap(), b"original");
     }
@@ -519,7 +522,7 @@ mod tests {
     #[test]
     fn once_stopped_no_further_step_starts() {
         let (dir, plan) = one_step("a.png", b"original", |root| quarantined(root, "a.png"));
-        let out = apply(&plan, &dir.path().join("j.jsonl"), &AtomicBool::new(true)).unwrap();
+        let out = apply(&plan, dir.path().join("j.jsonl"), &AtomicBool::new(true)).unwrap();
         assert!(matches!(&out[0], Outcome::Skipped(r) if r.contains("interrupted")), "{out:?}");
         assert_eq!(fs::read(&plan.steps[0].path).unwrap(), b"original");
     }

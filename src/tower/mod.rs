@@ -7,12 +7,9 @@ mod spec;
 mod weights;
 
 pub use meta::{Filter, ModelMeta, Preprocess, Provenance, ResizeRule, FORMAT_VERSION, PREFIX};
-pub use onnx::{to_model_proto, write_onnx, BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME};
+pub use onnx::{write_onnx, BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME};
 pub use spec::{Activation, InputShape, Layer, ParamKind, ParamSpec, TowerSpec};
 pub use weights::{SplitMix64, TowerWeights};
-
-/// The ONNX protobuf types the writer produces (tract's own).
-pub use tract_onnx::pb;
 
 use crate::error::Result;
 use crate::similarity::{Head, Metric};

@@ -130,7 +130,7 @@ fn check_meta(spec: &TowerSpec, meta: &ModelMeta) -> Result<()> {
 
 /// Builds the ONNX model of a tower: one input `image: [N, C, H, W]`, one output
 /// `embedding: [N, D]`, weights as initializers, metadata as `twinscan.*` properties.
-pub fn to_model_proto(spec: &TowerSpec, weights: &TowerWeights, meta: &ModelMeta) -> Result<pb::ModelProto> {
+pub(crate) fn to_model_proto(spec: &TowerSpec, weights: &TowerWeights, meta: &ModelMeta) -> Result<pb::ModelProto> {
     weights.validate(spec)?;
     check_meta(spec, meta)?;
     let params = spec.params()?;
@@ -227,7 +227,8 @@ pub fn to_model_proto(spec: &TowerSpec, weights: &TowerWeights, meta: &ModelMeta
     })
 }
 
-/// Encodes a tower as ONNX bytes; see [`to_model_proto`].
+/// Encodes a tower as ONNX bytes: one input `image: [N, C, H, W]`, one output `embedding: [N, D]`,
+/// weights as initializers, metadata as `twinscan.*` properties.
 ///
 /// ```
 /// use twinscan::tower::{self, InputShape, TowerSpec, TowerWeights};

@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 use twinscan::actions::{self, Action, Op, Outcome, Step};
 use twinscan::detect::Group;
-use twinscan::index::Entry;
+use twinscan::Collection;
 
-use super::scan::{csv, Format};
-use super::{json_line, path_text, put_path, shown, shown_text};
 use crate::exit::Code;
+use crate::output::record::{self, Named, Record, Undone};
+use crate::output::{Format, Printer};
 
 #[derive(clap::Args)]
 pub struct ActArgs {
@@ -64,27 +63,20 @@ impl ActArgs {
     }
 }
 
-/// Plans (and with --apply carries out) the action on `groups`; the exit code when an action
-/// failed or Ctrl-C stopped them.
-pub fn act(
-    args: &ActArgs,
-    groups: &[Group],
-    entries: &[Entry],
-    roots: &[PathBuf],
-    format: Format,
-) -> Result<Option<Code>> {
-    let json = format == Format::Json;
+/// Plans (and with --apply carries out) the action on `groups` of `collection`; the exit code
+/// when an action failed or Ctrl-C stopped them.
+pub fn act(args: &ActArgs, collection: &Collection, groups: &[Group], printer: &mut Printer) -> Result<Option<Code>> {
     let Some(action) = args.action() else { return Ok(None) };
-    let plan = actions::plan(groups, entries, &action, roots)?;
+    let plan = collection.plan(groups, &action)?;
     if !args.apply {
         for step in &plan.steps {
             let (status, reason) = match &step.op {
-                Op::Skip(reason) => ("skip", Some(reason.as_str())),
+                Op::Skip(reason) => ("skip", Some(reason.clone())),
                 _ => ("planned", None),
             };
-            print_step(step, status, reason, format);
+            printer.print(&step_record(step, status, reason))?;
         }
-        if !json {
+        if printer.format() != Format::Json {
             eprintln!("twinscan: a plan only; nothing changed (--apply carries it out)");
         }
         return Ok(None);
@@ -101,87 +93,55 @@ pub fn act(
     let journal = std::path::absolute(&journal).with_context(|| format!("resolving {}", journal.display()))?;
     let outcomes = actions::apply(&plan, &journal, crate::interrupt::flag())?;
     let mut failed = false;
-    for (step, outcome) in plan.steps.iter().zip(&outcomes) {
-        match outcome {
-            Outcome::Done => print_step(step, "done", None, format),
-            Outcome::Unchanged(reason) => print_step(step, "unchanged", Some(reason), format),
-            Outcome::Skipped(reason) => print_step(step, "skipped", Some(reason), format),
+    for (step, outcome) in plan.steps.iter().zip(outcomes) {
+        let (status, reason) = match outcome {
+            Outcome::Done => ("done", None),
+            Outcome::Unchanged(reason) => ("unchanged", Some(reason)),
+            Outcome::Skipped(reason) => ("skipped", Some(reason)),
             Outcome::Failed(e) => {
                 failed = true;
-                print_step(step, "failed", Some(&e.to_string()), format);
+                ("failed", Some(e.to_string()))
             }
-        }
+        };
+        printer.print(&step_record(step, status, reason))?;
     }
-    if json {
-        json_line(&json!({"type": "journal", "path": path_text(&journal)}));
-    } else {
-        eprintln!("twinscan: journal {} (twinscan undo {0} puts everything back)", shown(&journal));
-    }
+    printer.print(&Record::Journal(record::Written { path: Named::of(&journal) }))?;
     Ok(if crate::interrupt::requested() { Some(Code::Interrupted) } else { failed.then_some(Code::Error) })
 }
 
-fn print_step(step: &Step, status: &str, reason: Option<&str>, format: Format) {
+fn step_record(step: &Step, status: &'static str, reason: Option<String>) -> Record {
     let (op, to) = match &step.op {
-        Op::Move(to) => ("move", Some(to.as_path())),
-        Op::Link => ("link", Some(step.keep.as_path())),
-        Op::Skip(_) => ("none", None),
+        Op::Move(to) => ("move", Named::of(to)),
+        Op::Link => ("link", Named::of(&step.keep)),
+        Op::Skip(_) => ("none", Named::none()),
     };
-    if format == Format::Json {
-        let mut record = json!({"type": "action", "status": status, "group": step.group, "op": op, "reason": reason});
-        put_path(&mut record, "path", &step.path);
-        put_path(&mut record, "keep", &step.keep);
-        match to {
-            Some(to) => put_path(&mut record, "to", to),
-            None => record["to"] = serde_json::Value::Null,
-        }
-        json_line(&record);
-        return;
-    }
-    let path = shown(&step.path);
-    let what = match (&step.op, to) {
-        (Op::Move(_), Some(to)) => format!("move {path} -> {}", shown(to)),
-        (Op::Link, Some(keep)) => format!("link {path} -> {}", shown(keep)),
-        _ => path.clone(),
-    };
-    let detail = match reason {
-        Some(reason) => format!("{what}  ({})", shown_text(reason)),
-        None => what,
-    };
-    if format == Format::Csv {
-        // The scan's columns: type, group, path, role (the status), ..., error (what and why).
-        println!("action,{},{},{status},,,,{}", step.group, csv(&path), csv(&detail));
-    } else {
-        println!("{status:<8} {detail}");
-    }
+    Record::Action(record::Action {
+        status,
+        group: step.group,
+        op,
+        path: Named::of(&step.path),
+        keep: Named::of(&step.keep),
+        to,
+        reason,
+    })
 }
 
 /// Undoes a journal: exit 0 when every entry is back in place (restored now or before), 2 when
 /// any entry could not be restored.
 pub fn run_undo(args: UndoArgs) -> Result<Code> {
     let outcomes = actions::undo(&args.journal)?;
+    let mut printer = Printer::json_or_text(args.json);
     let mut failed = false;
-    for (path, outcome) in &outcomes {
-        let (status, reason) = match outcome {
-            Outcome::Done => ("restored", None),
-            Outcome::Unchanged(reason) => ("unchanged", Some(reason.clone())),
-            Outcome::Skipped(reason) => {
-                failed = true;
-                ("skipped", Some(reason.clone()))
-            }
-            Outcome::Failed(e) => {
-                failed = true;
-                ("failed", Some(e.to_string()))
-            }
+    for (path, outcome) in outcomes {
+        let path = Named::of(&path);
+        let record = match outcome {
+            Outcome::Done => Record::Restored(Undone { path, reason: None }),
+            Outcome::Unchanged(reason) => Record::Unchanged(Undone { path, reason: Some(reason) }),
+            Outcome::Skipped(reason) => Record::Skipped(Undone { path, reason: Some(reason) }),
+            Outcome::Failed(e) => Record::Failed(Undone { path, reason: Some(e.to_string()) }),
         };
-        if args.json {
-            let mut record = json!({"type": status, "reason": reason});
-            put_path(&mut record, "path", path);
-            json_line(&record);
-        } else if let Some(reason) = reason {
-            println!("{status:<8} {}  ({})", shown(path), shown_text(&reason));
-        } else {
-            println!("{status:<8} {}", shown(path));
-        }
+        failed |= matches!(record, Record::Skipped(_) | Record::Failed(_));
+        printer.print(&record)?;
     }
     Ok(if failed { Code::Error } else { Code::Nothing })
 }

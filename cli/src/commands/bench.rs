@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use twinscan::dataset::{load_idx_dir, Split};
-use twinscan::unseen::{run, OpenSet, Protocol, Report};
+use twinscan_lab::dataset::{load_idx_dir, Split};
+use twinscan_lab::unseen::{run, OpenSet, Protocol, Report};
 
 use super::{json_line, Classes, ModelArg};
 use crate::exit::Code;

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use twinscan::evaluate::PairReport;
-use twinscan::train::Trained;
+use twinscan_lab::evaluate::PairReport;
+use twinscan_lab::train::Trained;
 
 pub struct Card<'a> {
     pub trained: &'a Trained,
@@ -19,7 +19,7 @@ pub struct Card<'a> {
 /// The command line as anyone can run it from a checkout: the binary's path replaced by cargo.
 pub fn reproducible(command: &str) -> String {
     let program = std::env::args().next().unwrap_or_default();
-    command.replacen(&program, "cargo run --release -p twinscan-cli --features train --", 1)
+    command.replacen(&program, "cargo run --release -p twinscan-cli --features lab --", 1)
 }
 
 pub fn render(c: &Card) -> String {

@@ -1,10 +1,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
-use super::{json_line, path_text, ModelArg};
+use super::ModelArg;
 use crate::exit::Code;
+use crate::output::record::{Comparison, Named, Record};
+use crate::output::Printer;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,17 +25,14 @@ pub fn run(args: Args) -> Result<Code> {
     let a = model.embed_file(&args.a).context("first image")?;
     let b = model.embed_file(&args.b).context("second image")?;
     let c = model.compare(&a, &b)?;
-    let threshold = model.meta().threshold;
-    if args.json {
-        json_line(&json!({
-            "type": "comparison", "a": path_text(&args.a), "b": path_text(&args.b), "distance": c.distance,
-            "probability": c.probability, "threshold": threshold, "similar": c.similar,
-        }));
-    } else {
-        let verdict = if c.similar { "similar" } else { "different" };
-        println!("distance     {:.4}  (threshold {threshold:.4})", c.distance);
-        println!("probability  {:.4}", c.probability);
-        println!("verdict      {verdict}");
-    }
+    let record = Comparison {
+        a: Named::of(&args.a),
+        b: Named::of(&args.b),
+        distance: c.distance,
+        probability: c.probability,
+        threshold: model.meta().threshold,
+        similar: c.similar,
+    };
+    Printer::json_or_text(args.json).print(&Record::Comparison(record))?;
     Ok(if c.similar { Code::Found } else { Code::Nothing })
 }

@@ -1,10 +1,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use serde_json::json;
 
-use super::{json_line, put_path, report_error, shown, ModelArg};
+use super::ModelArg;
 use crate::exit::Code;
+use crate::output::record::{EmbeddingRecord, Failure, Named, Record};
+use crate::output::Printer;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,23 +22,17 @@ pub struct Args {
 pub fn run(args: Args) -> Result<Code> {
     let model = args.model.load()?;
     let results = model.embed_paths(&args.files);
+    let mut printer = Printer::json_or_text(args.json);
     let mut failed = 0;
     for (path, result) in args.files.iter().zip(results) {
-        match (result, args.json) {
-            (Ok(e), true) => {
-                let mut record = json!({"type": "embedding", "embedding": e});
-                put_path(&mut record, "path", path);
-                json_line(&record);
-            }
-            (Ok(e), false) => {
-                let values: Vec<String> = e.iter().map(|v| format!("{v:.6}")).collect();
-                println!("{}\t{}", shown(path), values.join(" "));
-            }
-            (Err(e), json) => {
+        let record = match result {
+            Ok(embedding) => Record::Embedding(EmbeddingRecord { path: Named::of(path), embedding }),
+            Err(e) => {
                 failed += 1;
-                report_error(json, path, &e);
+                Record::Error(Failure::of(path, &e))
             }
-        }
+        };
+        printer.print(&record)?;
     }
     Ok(if failed > 0 { Code::Error } else { Code::Nothing })
 }

@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use serde_json::json;
-use twinscan::dataset::{load_idx_dir, make_pairs, Split};
-use twinscan::evaluate::evaluate_pairs;
+use twinscan_lab::dataset::{load_idx_dir, make_pairs, Split};
+use twinscan_lab::evaluate::evaluate_pairs;
 
 use super::{json_line, ModelArg};
 use crate::exit::Code;

@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde_json::json;
-use twinscan::gallery::{Gallery, Verification};
+use twinscan::gallery::Gallery;
 use twinscan::store::FileLock;
 use twinscan::Model;
 
-use super::{json_line, path_text, put_path, report_error, shown, ModelArg};
+use super::ModelArg;
 use crate::exit::Code;
+use crate::output::record::{self, Failure, LabelCount, Named, Record};
+use crate::output::Printer;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -137,20 +138,25 @@ fn open(args: &QueryArgs) -> Result<(Gallery, Model)> {
     Ok((g, model))
 }
 
+/// The probes that could be embedded, and whether any could not.
+struct Probes {
+    embedded: Vec<(PathBuf, Vec<f32>)>,
+    failed: bool,
+}
+
 /// Embeds the probes; a probe that fails is reported and left out.
-fn embed_probes(model: &Model, probes: &[PathBuf], json: bool) -> (Vec<(PathBuf, Vec<f32>)>, bool) {
-    let mut ok = Vec::new();
-    let mut failed = false;
+fn embed_probes(model: &Model, probes: &[PathBuf], printer: &mut Printer) -> Result<Probes> {
+    let mut done = Probes { embedded: Vec::new(), failed: false };
     for (path, result) in probes.iter().zip(model.embed_paths(probes)) {
         match result {
-            Ok(e) => ok.push((path.clone(), e)),
+            Ok(e) => done.embedded.push((path.clone(), e)),
             Err(e) => {
-                failed = true;
-                report_error(json, path, &e);
+                done.failed = true;
+                printer.print(&Record::Error(Failure::of(path, &e)))?;
             }
         }
     }
-    (ok, failed)
+    Ok(done)
 }
 
 /// Error when a probe failed, else found or nothing.
@@ -171,109 +177,78 @@ fn enroll(args: EnrollArgs) -> Result<Code> {
     let mut g = if path.exists() { load(path)? } else { Gallery::new(&model) };
     g.check_model(&model).with_context(|| format!("cannot use the gallery {}", path.display()))?;
     let done = g.enroll_files(&model, &args.label, &args.images)?;
+    let mut printer = Printer::json_or_text(args.gallery.json);
     for e in &done.failed {
-        report_error(args.gallery.json, e.path().unwrap_or(Path::new("")), e);
+        printer.print(&Record::Error(Failure::of(e.path().unwrap_or(Path::new("")), e)))?;
     }
     if done.added > 0 {
         g.save(path)?;
     }
     let held = g.labels().find(|(l, _)| *l == args.label).map_or(0, |(_, n)| n);
-    if args.gallery.json {
-        json_line(&json!({
-            "type": "enrolled", "label": args.label, "added": done.added, "failed": done.failed.len(),
-            "embeddings": held, "gallery": path_text(path),
-        }));
-    } else {
-        println!("{}: {} image(s) enrolled, {held} in all; {} failed", args.label, done.added, done.failed.len());
-    }
+    printer.print(&Record::Enrolled(record::Enrolled {
+        label: args.label.clone(),
+        added: done.added,
+        failed: done.failed.len(),
+        embeddings: held,
+        gallery: Named::of(path),
+    }))?;
     Ok(if done.failed.is_empty() { Code::Nothing } else { Code::Error })
 }
 
-fn verification_json(v: &Verification) -> serde_json::Value {
-    json!({"distance": v.distance, "probability": v.probability, "accepted": v.accepted})
-}
-
 fn verify(args: VerifyArgs) -> Result<Code> {
-    let json = args.query.gallery.json;
+    let mut printer = Printer::json_or_text(args.query.gallery.json);
     let (g, model) = open(&args.query)?;
-    let (probes, failed) = embed_probes(&model, &args.probes, json);
+    let probes = embed_probes(&model, &args.probes, &mut printer)?;
     let threshold = g.threshold(&model);
     let mut accepted = false;
-    for (path, probe) in &probes {
+    for (path, probe) in &probes.embedded {
         let v = g.verify(&model, probe, &args.label)?;
         accepted |= v.accepted;
-        if json {
-            let mut record = verification_json(&v);
-            record["type"] = "verification".into();
-            put_path(&mut record, "probe", path);
-            record["label"] = json!(args.label);
-            record["threshold"] = json!(threshold);
-            json_line(&record);
-        } else {
-            let word = if v.accepted { "accepted" } else { "rejected" };
-            println!(
-                "{}: {word} as {} (distance {:.4}, threshold {threshold:.4}, probability {:.4})",
-                shown(path),
-                args.label,
-                v.distance,
-                v.probability
-            );
-        }
+        printer.print(&Record::Verification(record::Verification {
+            probe: Named::of(path),
+            label: args.label.clone(),
+            threshold,
+            scores: (&v).into(),
+        }))?;
     }
-    Ok(verdict(failed, accepted))
+    Ok(verdict(probes.failed, accepted))
 }
 
 fn identify(args: IdentifyArgs) -> Result<Code> {
-    let json = args.query.gallery.json;
+    let mut printer = Printer::json_or_text(args.query.gallery.json);
     let (g, model) = open(&args.query)?;
-    let (probes, failed) = embed_probes(&model, &args.probes, json);
+    let probes = embed_probes(&model, &args.probes, &mut printer)?;
     let mut identified = false;
-    for (path, probe) in &probes {
+    for (path, probe) in &probes.embedded {
         let found = g.identify(&model, probe, args.top.max(1))?;
         identified |= found.label().is_some();
-        if json {
-            let candidates: Vec<serde_json::Value> = found
-                .candidates
-                .iter()
-                .map(|c| {
-                    let mut v = verification_json(&c.verification);
-                    v["label"] = json!(c.label);
-                    v
-                })
-                .collect();
-            let mut record = json!({
-                "type": "identification", "label": found.label(),
-                "threshold": g.threshold(&model), "candidates": candidates,
-            });
-            put_path(&mut record, "probe", path);
-            json_line(&record);
-        } else {
-            let answer = found.label().unwrap_or("unknown");
-            let ranked: Vec<String> =
-                found.candidates.iter().map(|c| format!("{} {:.4}", c.label, c.verification.distance)).collect();
-            println!("{}: {answer}  (nearest: {})", shown(path), ranked.join(", "));
-        }
+        let candidates = found
+            .candidates
+            .iter()
+            .map(|c| record::Candidate { label: c.label.clone(), scores: (&c.verification).into() })
+            .collect();
+        printer.print(&Record::Identification(record::Identification {
+            probe: Named::of(path),
+            label: found.label().map(String::from),
+            threshold: g.threshold(&model),
+            candidates,
+        }))?;
     }
-    Ok(verdict(failed, identified))
+    Ok(verdict(probes.failed, identified))
 }
 
 fn list(args: ListArgs) -> Result<Code> {
     let g = load(&args.gallery.gallery)?;
-    if args.gallery.json {
-        for (label, n) in g.labels() {
-            json_line(&json!({"type": "label", "label": label, "embeddings": n}));
-        }
-        json_line(&json!({
-            "type": "gallery", "path": path_text(&args.gallery.gallery), "model": g.model(), "labels": g.len(),
-            "threshold": g.stored_threshold(),
-        }));
-    } else {
-        for (label, n) in g.labels() {
-            println!("{label}\t{n}");
-        }
-        let threshold = g.stored_threshold().map_or("the model's".into(), |t| format!("{t} (saved)"));
-        eprintln!("{} label(s), model {}, threshold {threshold}", g.len(), g.model());
+    let mut printer = Printer::json_or_text(args.gallery.json);
+    for (label, n) in g.labels() {
+        printer.print(&Record::Label(LabelCount { label: label.into(), embeddings: n }))?;
     }
+    printer.print(&Record::Gallery(record::GalleryInfo {
+        path: Named::of(&args.gallery.gallery),
+        model: g.model().into(),
+        labels: g.len(),
+        threshold: g.stored_threshold(),
+    }))?;
     Ok(Code::Nothing)
 }
 
@@ -282,17 +257,12 @@ fn remove(args: RemoveArgs) -> Result<Code> {
     let _lock = FileLock::acquire(path)?;
     let mut g = load(path)?;
     let (mut missing, mut removed) = (false, false);
+    let mut printer = Printer::json_or_text(args.gallery.json);
     for label in &args.labels {
         let n = g.remove(label);
         missing |= n == 0;
         removed |= n > 0;
-        if args.gallery.json {
-            json_line(&json!({"type": "removed", "label": label, "embeddings": n}));
-        } else if n == 0 {
-            eprintln!("twinscan: {label}: not enrolled");
-        } else {
-            println!("{label}: removed ({n} image(s))");
-        }
+        printer.print(&Record::Removed(LabelCount { label: label.clone(), embeddings: n }))?;
     }
     if removed {
         g.save(path)?;

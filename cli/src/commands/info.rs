@@ -1,8 +1,9 @@
 use anyhow::Result;
-use serde_json::json;
 
-use super::{json_line, ModelArg};
+use super::ModelArg;
 use crate::exit::Code;
+use crate::output::record::{ModelInfo, Record};
+use crate::output::Printer;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,18 +16,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<Code> {
     let model = args.model.load()?;
-    let props = model.meta().to_properties();
-    if args.json {
-        let map: serde_json::Map<_, _> = props.into_iter().map(|(k, v)| (k, json!(v))).collect();
-        json_line(
-            &json!({"type": "model", "path": model.label(), "fingerprint": model.fingerprint(), "metadata": map}),
-        );
-    } else {
-        println!("model        {}", model.label());
-        println!("fingerprint  {}", model.fingerprint());
-        for (k, v) in props {
-            println!("{k} = {v}");
-        }
-    }
+    let info = ModelInfo {
+        path: model.label().to_string(),
+        fingerprint: model.fingerprint().to_string(),
+        metadata: model.meta().to_properties().into_iter().collect(),
+    };
+    Printer::json_or_text(args.json).print(&Record::Model(info))?;
     Ok(Code::Nothing)
 }

@@ -1,34 +1,23 @@
 //! `scan`, `outliers` and `query`: folders to an up-to-date index, then duplicate groups,
 //! outliers, or the neighbours of new images.
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use serde_json::json;
-use sha2::{Digest, Sha256};
+use anyhow::{Context, Result};
 use twinscan::contain::ContainmentRule;
-use twinscan::detect::{duplicate_groups, outliers, Group, Outlier, OutlierRule};
-use twinscan::index::{Entry, Index};
-use twinscan::scan::{collect_files, update, UpdateOptions, UpdateReport, WalkOptions};
-use twinscan::search::{Purpose, Search, SearchKind};
-use twinscan::store::{self, FileLock};
-use twinscan::{Model, DEFAULT_BATCH};
+use twinscan::detect::{Group, Outlier};
+use twinscan::{
+    Collection, GroupOptions, IndexLocation, Model, OpenOptions, OutlierOptions, OutlierRule, QueryOptions,
+    RefreshOptions, RefreshReport, SearchKind,
+};
 
 use super::act::{act, ActArgs};
-use super::{json_line, path_text, put_path, report_error, shown, shown_text, ModelArg};
+use super::ModelArg;
 use crate::exit::Code;
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Lines for people.
-    Text,
-    /// JSON Lines: typed records `group`, `outlier`, `neighbour`, `error`, `summary`.
-    Json,
-    /// One CSV row per group member, outlier or error.
-    Csv,
-}
+use crate::output::record::{self, Failure, Named, Record, Summary};
+use crate::output::{Format, Printer};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SearchArg {
@@ -158,51 +147,15 @@ pub struct QueryArgs {
     images: Vec<PathBuf>,
 }
 
-fn default_index(roots: &[PathBuf]) -> Result<PathBuf> {
-    let mut names: Vec<String> =
-        roots.iter().map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()).display().to_string()).collect();
-    names.sort();
-    let hash = Sha256::digest(names.join("\n").as_bytes());
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(
-            std::env::var_os("HOME").context("no HOME or XDG_CACHE_HOME for the default index; pass --index")?,
-        )
-        .join(".cache"),
+/// Opens the collection of `roots` and brings it up to date, drawing progress on a terminal.
+fn refresh(args: &IndexArgs, roots: &[PathBuf], model: Model) -> Result<(Collection, RefreshReport)> {
+    let index = match &args.index {
+        Some(path) => path.clone(),
+        None => twinscan::cache_path(roots).context("no folder for the default index; pass --index")?,
     };
-    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    Ok(base.join("twinscan").join(format!("{hex}.twinscan")))
-}
-
-/// Loads the index (or starts one), brings it up to date with the folders, saves it.
-fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index, UpdateReport, usize)> {
-    let path = match &args.index {
-        Some(p) => p.clone(),
-        None => default_index(roots)?,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _lock = FileLock::acquire(&path)?;
-    let invariance = model.invariance().as_str();
-    let fresh = args.rebuild || !path.exists();
-    let mut index = if fresh {
-        Index::new(model.fingerprint(), invariance)
-    } else {
-        let index = Index::load(&path)?;
-        index.check_model(&path, model)?;
-        index
-    };
-    let (mut files, walk_errors) = collect_files(roots, &WalkOptions { follow_links: args.follow_links });
-    // An index kept inside a scanned folder (and its lock and temporary files) is not an image.
-    let dir = std::fs::canonicalize(path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))).ok();
-    let own = |f: &Path| {
-        f.file_name().is_some_and(|n| store::is_companion(&path, n))
-            && f.parent()
-                .and_then(|d| std::fs::canonicalize(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
-                == dir
-    };
-    files.retain(|f| !own(f));
+    let index = IndexLocation::File(index);
+    let open = OpenOptions { index, rebuild: args.rebuild };
+    let mut collection = Collection::open(model, roots, &open).map_err(crate::advice)?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -217,289 +170,195 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: &Model) -> Result<(Index,
             bar.set_position(done as u64);
         }
     };
-    let options = UpdateOptions { batch: DEFAULT_BATCH * 4, follow_links: args.follow_links };
-    let mut report = update(&mut index, &files, model, &options, crate::interrupt::flag(), &progress);
+    let options = RefreshOptions {
+        follow_links: args.follow_links,
+        stop: Some(crate::interrupt::flag()),
+        progress: Some(&progress),
+        ..RefreshOptions::default()
+    };
+    let report = collection.refresh(&options)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    report.errors.splice(0..0, walk_errors);
-    if fresh || report.embedded > 0 || report.removed > 0 {
-        index.save(&path)?;
-    }
     if report.stopped {
-        eprintln!(
-            "twinscan: interrupted; {} images embedded so far are saved in {}",
-            index.entries.len(),
-            path.display()
-        );
+        let kept = collection.index_path().map(|p| format!(" are saved in {}", p.display())).unwrap_or_default();
+        eprintln!("twinscan: interrupted; {} images embedded so far{kept}", collection.entries().len());
     }
-    Ok((index, report, files.len()))
+    Ok((collection, report))
 }
 
-fn print_errors(report: &UpdateReport, format: Format, out: &mut impl Write) -> Result<()> {
+/// Prints the groups, outliers, errors and summary of a scan.
+fn print_found(
+    printer: &mut Printer,
+    groups: &[Group],
+    outliers: &[Outlier],
+    report: &RefreshReport,
+) -> Result<Summary> {
+    for (i, g) in groups.iter().enumerate() {
+        printer.print(&group_record(i + 1, g))?;
+    }
+    for o in outliers {
+        printer.print(&Record::Outlier(record::Outlier { path: Named::of(&o.entry.path), score: o.score }))?;
+    }
     for e in &report.errors {
-        let path = e.path().unwrap_or(Path::new(""));
-        match format {
-            Format::Json => report_error(true, path, e),
-            Format::Csv => writeln!(out, "error,,{},,,,,{}", csv(&shown(path)), csv(&shown_text(&e.to_string())))?,
-            Format::Text => report_error(false, path, e),
-        }
+        printer.print(&Record::Error(Failure::of(e.path().unwrap_or(std::path::Path::new("")), e)))?;
     }
-    Ok(())
+    let summary = Summary {
+        files: report.files,
+        embedded: report.embedded,
+        unchanged: report.unchanged,
+        removed: report.removed,
+        not_images: report.not_images,
+        errors: report.errors.len(),
+        interrupted: report.stopped,
+        groups: groups.len(),
+        duplicates: groups.iter().map(|g| g.copies().len()).sum(),
+        outliers: outliers.len(),
+    };
+    Ok(summary)
 }
 
-/// A CSV field, quoted when it must be.
-/// One CSV cell: quoted when it holds a separator, quote or line break, and prefixed with `'`
-/// when it starts like a formula (`=`, `+`, `-`, `@`, tab, carriage return), so that a
-/// spreadsheet shows a crafted file name instead of running it.
-pub fn csv(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
-fn print_groups(groups: &[Group], entries: &[Entry], format: Format, out: &mut impl Write) -> Result<()> {
-    for (id, g) in groups.iter().enumerate() {
-        let keep = &entries[g.members[0].entry];
-        match format {
-            Format::Json => {
-                let members: Vec<_> = g
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let mut member = json!({"distance": m.distance, "exact": m.exact, "contained": m.contained});
-                        put_path(&mut member, "path", &entries[m.entry].path);
-                        member
-                    })
-                    .collect();
-                let mut record = json!({"type": "group", "id": id + 1, "exact": g.exact(), "members": members});
-                put_path(&mut record, "keep", &keep.path);
-                json_line(&record);
-            }
-            Format::Csv => {
-                for (i, m) in g.members.iter().enumerate() {
-                    let role = if i == 0 { "keep" } else { "duplicate" };
-                    let path = shown(&entries[m.entry].path);
-                    writeln!(out, "group,{},{},{role},{},{},,", id + 1, csv(&path), m.distance, m.exact)?;
-                }
-            }
-            Format::Text => {
-                writeln!(out, "group {}{}", id + 1, if g.exact() { " (exact copies)" } else { "" })?;
-                for (i, m) in g.members.iter().enumerate() {
-                    let e = &entries[m.entry];
-                    let role = if i == 0 {
-                        "keep"
-                    } else if m.exact {
-                        "exact"
-                    } else {
-                        "near"
-                    };
-                    let distance = match (i, m.contained) {
-                        (0, _) => String::new(),
-                        (_, false) => format!("  distance {:.4}", m.distance),
-                        (_, true) => format!("  distance {:.4}, contained", m.distance),
-                    };
-                    writeln!(out, "  {role:<5} {} ({}x{}){distance}", shown(&e.path), e.dims.0, e.dims.1)?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn print_outliers(found: &[Outlier], entries: &[Entry], format: Format, out: &mut impl Write) -> Result<()> {
-    for o in found {
-        let path = &entries[o.entry].path;
-        match format {
-            Format::Json => {
-                let mut record = json!({"type": "outlier", "score": o.score});
-                put_path(&mut record, "path", path);
-                json_line(&record);
-            }
-            Format::Csv => writeln!(out, "outlier,,{},,,,{},", csv(&shown(path)), o.score)?,
-            Format::Text => writeln!(out, "outlier  score {:.4}  {}", o.score, shown(path))?,
-        }
-    }
-    Ok(())
-}
-
-struct Found {
-    groups: usize,
-    duplicates: usize,
-    outliers: usize,
-}
-
-fn print_summary(report: &UpdateReport, files: usize, found: &Found, format: Format) {
-    let line = json!({
-        "type": "summary", "files": files, "embedded": report.embedded, "unchanged": report.unchanged,
-        "removed": report.removed, "not_images": report.not_images, "errors": report.errors.len(),
-        "interrupted": report.stopped, "groups": found.groups, "duplicates": found.duplicates, "outliers": found.outliers,
-    });
-    match format {
-        Format::Json => json_line(&line),
-        _ => eprintln!(
-            "twinscan: {files} files: {} embedded, {} unchanged, {} not images, {} errors; {} groups ({} duplicates), {} outliers",
-            report.embedded,
-            report.unchanged,
-            report.not_images,
-            report.errors.len(),
-            found.groups,
-            found.duplicates,
-            found.outliers
-        ),
-    }
+fn group_record(id: usize, g: &Group) -> Record {
+    let members = g
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| record::Member {
+            path: Named::of(&m.entry.path),
+            role: match (i, m.exact) {
+                (0, _) => "keep",
+                (_, true) => "exact",
+                (_, false) => "near",
+            },
+            distance: m.distance,
+            exact: m.exact,
+            contained: m.contained,
+            width: m.entry.dims.0,
+            height: m.entry.dims.1,
+        })
+        .collect();
+    Record::Group(record::Group { id, exact: g.exact(), keep: Named::of(&g.keep().path), members })
 }
 
 /// Writes the `--html` page, if asked for.
 fn write_html(
     args: &IndexArgs,
-    roots: &[PathBuf],
-    model: &Model,
-    shown: (&Index, Option<&[Group]>, Option<&[Outlier]>),
-    report: &UpdateReport,
-    (files, found): (usize, &Found),
+    collection: &Collection,
+    found: (Option<&[Group]>, Option<&[Outlier]>),
+    report: &RefreshReport,
+    summary: &Summary,
     started: Instant,
-) -> Result<()> {
-    let Some(path) = &args.html else { return Ok(()) };
-    let (index, groups, outliers) = shown;
-    let errors =
-        report.errors.iter().map(|e| (e.path().map(path_text).unwrap_or_default(), e.kind(), e.to_string())).collect();
-    let summary = vec![
-        ("files", files.to_string()),
-        ("embedded", report.embedded.to_string()),
-        ("unchanged", report.unchanged.to_string()),
-        ("not images", report.not_images.to_string()),
-        ("errors", report.errors.len().to_string()),
-        ("groups", found.groups.to_string()),
-        ("duplicates", found.duplicates.to_string()),
-        ("outliers", found.outliers.to_string()),
-        ("model", model.label().to_string()),
+) -> Result<Option<Record>> {
+    let Some(path) = &args.html else { return Ok(None) };
+    let errors = report
+        .errors
+        .iter()
+        .map(|e| (e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(), e.kind(), e.to_string()))
+        .collect();
+    let lines = vec![
+        ("files", summary.files.to_string()),
+        ("embedded", summary.embedded.to_string()),
+        ("unchanged", summary.unchanged.to_string()),
+        ("not images", summary.not_images.to_string()),
+        ("errors", summary.errors.to_string()),
+        ("groups", summary.groups.to_string()),
+        ("duplicates", summary.duplicates.to_string()),
+        ("outliers", summary.outliers.to_string()),
+        ("model", collection.model().label().to_string()),
         ("time", format!("{:.1} s", started.elapsed().as_secs_f64())),
     ];
-    let page = crate::report::Report { roots, entries: &index.entries, groups, outliers, errors, summary };
+    let (groups, outliers) = found;
+    let page = crate::report::Report { roots: collection.roots(), groups, outliers, errors, summary: lines };
     crate::report::write(path, &page)?;
-    if args.format() == Format::Json {
-        json_line(&json!({"type": "report", "path": path_text(path)}));
-    } else {
-        eprintln!("twinscan: report written to {}", path.display());
-    }
-    Ok(())
+    Ok(Some(Record::Report(record::Written { path: Named::of(path) })))
 }
 
-fn rule(args: &OutlierArgs) -> OutlierRule {
-    args.top.map_or(OutlierRule::Robust, OutlierRule::Top)
+fn outlier_options(args: &OutlierArgs, search: SearchKind) -> OutlierOptions {
+    OutlierOptions { k: args.k, rule: args.top.map_or(OutlierRule::Robust, OutlierRule::Top), search }
 }
 
 pub fn run_scan(args: ScanArgs) -> Result<Code> {
     let started = Instant::now();
     let model = args.common.model.load()?;
-    let threshold = args.threshold.unwrap_or(model.meta().threshold);
-    if !(threshold.is_finite() && threshold >= 0.0) {
-        bail!("--threshold must be a non-negative distance");
-    }
-    let format = args.common.format();
+    let options = GroupOptions {
+        threshold: args.threshold,
+        containment: (!args.no_containment).then(ContainmentRule::default),
+        search: args.common.search.kind(),
+    };
+    // Refused before a long scan rather than after it (the library checks again).
+    options.threshold(&model).context("--threshold")?;
     args.act.check(&args.roots)?;
-    let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
-    let search = args.common.search.kind();
-    let containment = (!args.no_containment).then(ContainmentRule::default);
-    let groups = duplicate_groups(&index.entries, &model, threshold, search, containment.as_ref())?;
-    let found_outliers = if args.outliers {
-        outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier), search)?
-    } else {
-        Vec::new()
+    let mut printer = Printer::new(args.common.format());
+    let (collection, report) = refresh(&args.common, &args.roots, model)?;
+    let groups = collection.groups(&options)?;
+    let outliers = match args.outliers {
+        true => collection.outliers(&outlier_options(&args.outlier, args.common.search.kind()))?,
+        false => Vec::new(),
     };
-    let mut out = std::io::stdout().lock();
-    if format == Format::Csv {
-        writeln!(out, "type,group,path,role,distance,exact,score,error")?;
-    }
-    print_groups(&groups, &index.entries, format, &mut out)?;
-    print_outliers(&found_outliers, &index.entries, format, &mut out)?;
-    print_errors(&report, format, &mut out)?;
-    let found = Found {
-        groups: groups.len(),
-        duplicates: groups.iter().map(|g| g.members.len() - 1).sum(),
-        outliers: found_outliers.len(),
-    };
-    print_summary(&report, files, &found, format);
+    let summary = print_found(&mut printer, &groups, &outliers, &report)?;
+    let found = summary.groups + summary.outliers;
     // Before any action, so that the page shows every file where the scan found it.
-    let asked = args.outliers.then_some(found_outliers.as_slice());
-    write_html(&args.common, &args.roots, &model, (&index, Some(&groups), asked), &report, (files, &found), started)?;
+    let shown = (Some(groups.as_slice()), args.outliers.then_some(outliers.as_slice()));
+    let page = write_html(&args.common, &collection, shown, &report, &summary, started)?;
+    printer.print(&Record::Summary(summary))?;
+    if let Some(page) = page {
+        printer.print(&page)?;
+    }
     if report.stopped {
         if args.act.apply {
             eprintln!("twinscan: interrupted before acting; nothing was moved or linked");
         }
         return Ok(Code::Interrupted);
     }
-    if let Some(code) = act(&args.act, &groups, &index.entries, &args.roots, format)? {
+    if let Some(code) = act(&args.act, &collection, &groups, &mut printer)? {
         return Ok(code);
     }
-    Ok(if found.groups + found.outliers > 0 { Code::Found } else { Code::Nothing })
+    Ok(if found > 0 { Code::Found } else { Code::Nothing })
 }
 
 pub fn run_outliers(args: OutliersArgs) -> Result<Code> {
     let started = Instant::now();
     let model = args.common.model.load()?;
-    let format = args.common.format();
-    let (index, report, files) = refresh(&args.common, &args.roots, &model)?;
-    let found_outliers =
-        outliers(&index.entries, &model, args.outlier.k, rule(&args.outlier), args.common.search.kind())?;
-    let mut out = std::io::stdout().lock();
-    if format == Format::Csv {
-        writeln!(out, "type,group,path,role,distance,exact,score,error")?;
+    let mut printer = Printer::new(args.common.format());
+    let (collection, report) = refresh(&args.common, &args.roots, model)?;
+    let outliers = collection.outliers(&outlier_options(&args.outlier, args.common.search.kind()))?;
+    let summary = print_found(&mut printer, &[], &outliers, &report)?;
+    let found = summary.outliers;
+    let page = write_html(&args.common, &collection, (None, Some(&outliers)), &report, &summary, started)?;
+    printer.print(&Record::Summary(summary))?;
+    if let Some(page) = page {
+        printer.print(&page)?;
     }
-    print_outliers(&found_outliers, &index.entries, format, &mut out)?;
-    print_errors(&report, format, &mut out)?;
-    let found = Found { groups: 0, duplicates: 0, outliers: found_outliers.len() };
-    print_summary(&report, files, &found, format);
-    write_html(
-        &args.common,
-        &args.roots,
-        &model,
-        (&index, None, Some(&found_outliers)),
-        &report,
-        (files, &found),
-        started,
-    )?;
     if report.stopped {
         return Ok(Code::Interrupted);
     }
-    Ok(if found.outliers > 0 { Code::Found } else { Code::Nothing })
+    Ok(if found > 0 { Code::Found } else { Code::Nothing })
 }
 
 pub fn run_query(args: QueryArgs) -> Result<Code> {
     let model = args.model.load()?;
-    let index = Index::load(&args.index)?;
-    index.check_model(&args.index, &model)?;
-    let vectors = index.entries.iter().map(|e| e.embedding.as_slice()).collect();
-    let search = Search::new(vectors, &model, args.search.kind(), Purpose::Query);
-    let mut out = std::io::stdout().lock();
+    let collection = Collection::read(model, &args.index).map_err(crate::advice)?;
+    let threshold = collection.model().meta().threshold;
+    let mut printer = Printer::json_or_text(args.json);
+    let options = QueryOptions { k: args.k, search: args.search.kind() };
     let (mut failed, mut matched) = (false, false);
-    for (path, result) in args.images.iter().zip(model.embed_paths(&args.images)) {
-        let embedding = match result {
-            Ok(e) => e,
+    for (query, answer) in args.images.iter().zip(collection.query(&args.images, &options)) {
+        match answer {
             Err(e) => {
                 failed = true;
-                report_error(args.json, path, &e);
-                continue;
+                printer.print(&Record::Error(Failure::of(query, &e)))?;
             }
-        };
-        if !args.json {
-            writeln!(out, "{}", shown(path))?;
-        }
-        for (i, d) in search.nearest(&embedding, args.k)? {
-            let p = index.entries[i].path.as_path();
-            let similar = d <= model.meta().threshold;
-            matched |= similar;
-            if args.json {
-                let mut record = json!({"type": "neighbour", "distance": d, "similar": similar});
-                put_path(&mut record, "query", path);
-                put_path(&mut record, "path", p);
-                json_line(&record);
-            } else {
-                writeln!(out, "  {d:.4}  {}{}", shown(p), if similar { "  (duplicate)" } else { "" })?;
+            Ok(neighbours) => {
+                for n in neighbours {
+                    let similar = n.distance <= threshold;
+                    matched |= similar;
+                    printer.print(&Record::Neighbour(record::Neighbour {
+                        query: Named::of(query),
+                        path: Named::of(&n.entry.path),
+                        distance: n.distance,
+                        similar,
+                    }))?;
+                }
             }
         }
     }

@@ -3,11 +3,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use twinscan::dataset::{load_folder, load_idx_dir, make_pairs, Dataset, Split};
-use twinscan::evaluate::evaluate_pairs;
 use twinscan::tower::{InputShape, TowerSpec};
-use twinscan::train::{parity, train, Loss, TrainConfig};
 use twinscan::{DecodeLimits, Model};
+use twinscan_lab::dataset::{load_folder, load_idx_dir, make_pairs, Dataset, Split};
+use twinscan_lab::evaluate::evaluate_pairs;
+use twinscan_lab::train::{parity, train, Loss, TrainConfig};
 
 use super::{card, Classes};
 use crate::exit::Code;

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use twinscan::augment::{build_suite, grey_margin, load_photos, photos_sha256, select, Part, Score};
 use twinscan::tower::TowerSpec;
-use twinscan::train::{photo_parity, train_photos, Loss, PhotoConfig, PhotoEpoch, PhotoTrained};
 use twinscan::Model;
+use twinscan_lab::augment::{build_suite, grey_margin, load_photos, photos_sha256, select, Part, Score};
+use twinscan_lab::train::{photo_parity, train_photos, Loss, PhotoConfig, PhotoEpoch, PhotoTrained};
 
 use crate::exit::Code;
 
@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     bursts: f32,
     /// Also compare images as grey, at a margin calibrated on the calibration suite
-    /// (`twinscan::augment::grey_margin`): grey and re-lit copies match.
+    /// (`twinscan_lab::augment::grey_margin`): grey and re-lit copies match.
     #[arg(long)]
     grey_view: bool,
     /// Output ONNX file; the model card (.md) and per-epoch metrics (.csv) go beside it.

@@ -5,8 +5,8 @@ use rayon::prelude::*;
 
 use crate::dataset::{Dataset, Pair};
 use crate::error::Result;
-use crate::model::Model;
-use crate::similarity::Head;
+use twinscan::Head;
+use twinscan::Model;
 
 /// Fraction of pairs classified right when "similar" means `distance <= threshold`.
 pub fn accuracy(distances: &[f32], similar: &[bool], threshold: f32) -> f64 {
@@ -91,7 +91,7 @@ fn accept_rates(distances: &[f32], similar: &[bool]) -> Vec<(f32, f64, f64)> {
 ///
 /// ```
 /// // One dissimilar pair nearer than one of four similar ones: FAR 0.25 = FRR 0.25.
-/// let eer = twinscan::evaluate::equal_error_rate(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], &[true, true, true, false, true, false, false, false]);
+/// let eer = twinscan_lab::evaluate::equal_error_rate(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], &[true, true, true, false, true, false, false, false]);
 /// assert!((eer - 0.25).abs() < 1e-9);
 /// ```
 pub fn equal_error_rate(distances: &[f32], similar: &[bool]) -> f64 {
@@ -159,7 +159,7 @@ pub fn embed_dataset(model: &Model, data: &Dataset, indices: &[usize]) -> Result
     let chunks: Vec<Vec<f32>> = indices
         .par_chunks(256)
         .map(|chunk| model.embed_inputs(&data.batch(chunk, model.meta()), chunk.len()))
-        .collect::<Result<_>>()?;
+        .collect::<twinscan::Result<_>>()?;
     Ok(chunks.concat())
 }
 
@@ -174,7 +174,7 @@ pub fn pair_distances(model: &Model, data: &Dataset, pairs: &[Pair]) -> Result<V
         let k = used.binary_search(&i).unwrap_or(0);
         &flat[k * d..(k + 1) * d]
     };
-    pairs.iter().map(|p| model.distance(row(p.a), row(p.b))).collect()
+    Ok(pairs.iter().map(|p| model.distance(row(p.a), row(p.b))).collect::<twinscan::Result<_>>()?)
 }
 
 /// The study's evaluation on `pairs`: accuracy at the model's threshold, and ROC AUC.

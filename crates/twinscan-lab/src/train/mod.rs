@@ -23,9 +23,9 @@ pub use photo::{photo_parity, suite_score, train_photos, PhotoConfig, PhotoEpoch
 use crate::dataset::{jitter, make_pairs, Dataset, Pair};
 use crate::error::{Error, Result};
 use crate::evaluate::{accuracy, best_threshold, fit_head};
-use crate::similarity::{Head, Metric};
-use crate::tower::{self, Layer, ModelMeta, Provenance, SplitMix64, TowerSpec, TowerWeights};
 use net::candle_err;
+use twinscan::tower::{self, Layer, ModelMeta, Provenance, SplitMix64, TowerSpec, TowerWeights};
+use twinscan::{Head, Metric};
 
 /// Everything that determines a training run; the same config and data give the same model.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ pub struct Trained<H = EpochMetrics> {
 impl<H> Trained<H> {
     /// The ONNX file of the trained tower.
     pub fn to_onnx(&self) -> Result<Vec<u8>> {
-        tower::write_onnx(&self.spec, &self.weights, &self.meta)
+        Ok(tower::write_onnx(&self.spec, &self.weights, &self.meta)?)
     }
 }
 
@@ -127,7 +127,7 @@ fn distances(all: &[f32], d: usize, pairs: &[Pair]) -> Vec<f32> {
 /// epoch's metrics as it ends.
 pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&EpochMetrics)) -> Result<Trained> {
     let spec = &config.spec;
-    let invalid = |reason: String| Error::Training { reason };
+    let invalid = |reason: String| Error::training(reason);
     if data.shape != spec.input {
         return Err(invalid(format!("data images are {:?}, the tower takes {:?}", data.shape, spec.input)));
     }
@@ -186,7 +186,8 @@ pub fn train(config: &TrainConfig, data: &Dataset, progress: &mut dyn FnMut(&Epo
             let x = Tensor::from_vec(data.batch(&images, &meta), (images.len(), s.channels, s.height, s.width), &dev)
                 .map_err(candle_err)?;
             let emb = net.forward_train(&x)?;
-            let loss = step_loss(config.loss, &emb, &images, &batch, data, &head_a, &head_log_b).map_err(candle_err)?;
+            let pairs = Step { images: &images, batch: &batch, data };
+            let loss = step_loss(config.loss, &emb, &pairs, [&head_a, &head_log_b]).map_err(candle_err)?;
             opt.backward_step(&loss).map_err(candle_err)?;
             loss_sum += f64::from(loss.to_scalar::<f32>().map_err(candle_err)?);
             steps += 1;
@@ -268,8 +269,8 @@ fn views_step(
     let mut x = vec![0.0; 2 * batch.len() * n];
     let (first, second) = x.split_at_mut(batch.len() * n);
     for ((v, a), b) in views.iter().zip(first.chunks_mut(n)).zip(second.chunks_mut(n)) {
-        crate::preprocess::normalize(&v[0], meta, a);
-        crate::preprocess::normalize(&v[1], meta, b);
+        twinscan::normalize(&v[0], meta, a);
+        twinscan::normalize(&v[1], meta, b);
     }
     let x = Tensor::from_vec(x, (2 * batch.len(), s.channels, s.height, s.width), &Device::Cpu).map_err(candle_err)?;
     let emb = net.forward_train(&x)?;
@@ -277,15 +278,17 @@ fn views_step(
     loss::views_loss(config.loss, &emb, Some(&labels)).map_err(candle_err)
 }
 
-fn step_loss(
-    loss: Loss,
-    emb: &Tensor,
-    images: &[usize],
-    batch: &[Pair],
-    data: &Dataset,
-    head_a: &Var,
-    head_log_b: &Var,
-) -> candle_core::Result<Tensor> {
+/// What a step's loss is taken over: the distinct images embedded (rows of the embedding), the
+/// batch's pairs, and their data set (for labels).
+struct Step<'a> {
+    images: &'a [usize],
+    batch: &'a [Pair],
+    data: &'a Dataset,
+}
+
+/// `[head_a, head_log_b]`: the learned head `p = sigmoid(a - exp(log_b) * d)`.
+fn step_loss(loss: Loss, emb: &Tensor, step: &Step, [head_a, head_log_b]: [&Var; 2]) -> candle_core::Result<Tensor> {
+    let Step { images, batch, data } = *step;
     let pos = |i: usize| images.binary_search(&i).unwrap_or(0) as u32;
     if let Loss::Triplet { margin } = loss {
         let n = images.len();
@@ -308,7 +311,7 @@ fn step_loss(
 
 /// Largest absolute difference between the candle network (inference mode) and the exported
 /// ONNX run by tract, over images `indices` of `data`.
-pub fn parity(trained: &Trained, model: &crate::Model, data: &Dataset, indices: &[usize]) -> Result<f32> {
+pub fn parity(trained: &Trained, model: &twinscan::Model, data: &Dataset, indices: &[usize]) -> Result<f32> {
     let net = Net::new(&trained.spec, &trained.weights)?;
     let ours = embed_dataset(&net, data, &trained.meta, indices)?;
     let theirs = model.run_batch(&data.batch(indices, model.meta()), indices.len())?;

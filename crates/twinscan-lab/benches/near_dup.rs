@@ -1,5 +1,5 @@
 //! The near-duplicate benchmark: from the benchmark part of a photo folder (photos that neither
-//! training nor calibration saw, see `twinscan::augment::part_of`) it builds originals, one copy
+//! training nor calibration saw, see `twinscan_lab::augment::part_of`) it builds originals, one copy
 //! of each kind per original, hard negatives and distractors, and scores a model, with and
 //! without mirror/rotation invariance, and the perceptual-hash baseline (pHash from the
 //! `image_hasher` crate, Hamming distance <= 10) on every pair.
@@ -22,11 +22,11 @@ use std::time::Instant;
 use image::DynamicImage;
 use image_hasher::{HashAlg, HasherConfig};
 use rayon::prelude::*;
-use twinscan::augment::{
-    best_score, build_suite, load_photos, pair_kind, score, select, PairKind, Part, Score, SuiteImage, Transform,
-};
 use twinscan::contain::{ContainmentRule, Thumb};
 use twinscan::{Invariance, Model};
+use twinscan_lab::augment::{
+    best_score, build_suite, load_photos, pair_kind, score, select, PairKind, Part, Score, SuiteImage, Transform,
+};
 
 struct Args {
     data: PathBuf,
@@ -130,6 +130,9 @@ fn with_containment(suite: &[SuiteImage], distance: &(dyn Fn(usize, usize) -> f3
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
+    // cargo runs a bench in its package's folder; paths given are the repository's, as before
+    // the lab had its own crate.
+    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))?;
     let args = parse()?;
     let (photos, errors) = load_photos(&args.data, 1024, 256)?;
     for e in errors {
@@ -138,7 +141,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let held_out = select(&photos, Part::Benchmark);
     let suite: Vec<SuiteImage> = build_suite(&held_out, args.originals, args.seed);
     let images: Vec<DynamicImage> = suite.iter().map(|s| DynamicImage::ImageRgb8(s.image.clone())).collect();
-    let originals = suite.iter().filter(|s| s.role == twinscan::augment::Role::Original).count();
+    let originals = suite.iter().filter(|s| s.role == twinscan_lab::augment::Role::Original).count();
     println!(
         "Near-duplicate suite: {} held-out photos, {originals} originals, {} images, seed {}; model {}\n",
         held_out.len(),

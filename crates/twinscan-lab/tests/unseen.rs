@@ -1,10 +1,10 @@
 //! The unseen-class protocol on a synthetic data set whose classes are easy to tell apart, with
 //! an untrained tower: the plumbing must find what is plainly there, and repeat itself exactly.
 
-use twinscan::dataset::Dataset;
 use twinscan::tower::{self, InputShape, SplitMix64, TowerSpec, TowerWeights};
-use twinscan::unseen::{run, Protocol};
 use twinscan::Model;
+use twinscan_lab::dataset::Dataset;
+use twinscan_lab::unseen::{run, Protocol};
 
 const SIDE: usize = 12;
 

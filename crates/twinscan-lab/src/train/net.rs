@@ -12,10 +12,10 @@ use candle_core::{CpuStorage, CustomOp2, Device, Layout, Shape, Tensor, Var};
 
 use super::layers::{self as l, ConvGeo, PoolGeo};
 use crate::error::{Error, Result};
-use crate::tower::{Activation, Layer, ParamKind, TowerSpec, TowerWeights};
+use twinscan::tower::{Activation, Layer, ParamKind, TowerSpec, TowerWeights};
 
 pub(crate) fn candle_err(e: candle_core::Error) -> Error {
-    Error::Training { reason: e.to_string() }
+    Error::Training { reason: e.to_string(), source: Some(e) }
 }
 
 fn msg(m: impl Into<String>) -> candle_core::Error {
@@ -109,7 +109,7 @@ impl Plan {
         let mut next = slots.iter().map(|s| match s {
             Slot::Learned(r) | Slot::Running(r) => r.clone(),
         });
-        let mut take = || next.next().ok_or_else(|| Error::Training { reason: "parameters out of order".into() });
+        let mut take = || next.next().ok_or_else(|| Error::training("parameters out of order"));
         let mut steps = Vec::new();
         for (layer, io) in ordered.layers.iter().zip(shapes.windows(2)) {
             let (input, output) = (io[0], io[1]);
@@ -415,7 +415,7 @@ impl Net {
     pub fn embed(&self, images: &[f32], n: usize) -> Result<Vec<f32>> {
         let plan = &self.shared.plan;
         if images.len() != n * plan.input_len() {
-            return Err(Error::Training { reason: format!("{} values are not {n} images", images.len()) });
+            return Err(Error::training(format!("{} values are not {n} images", images.len())));
         }
         let params = self.params.as_tensor().to_vec1::<f32>().map_err(candle_err)?;
         let mut state = self.shared.lock().map_err(candle_err)?;
@@ -430,7 +430,7 @@ mod tests {
     use candle_core::D;
 
     use super::*;
-    use crate::tower::InputShape;
+    use twinscan::tower::InputShape;
 
     /// The same tower written with candle's own ops and autograd, as the reference.
     fn reference(spec: &TowerSpec, params: &Tensor, running: &[f32], x: &Tensor, train: bool) -> Tensor {
@@ -503,7 +503,7 @@ mod tests {
 
     /// Seeded values uniform in [-1.7, 1.7) (unit variance), so a failure can be replayed.
     fn seeded(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = crate::tower::SplitMix64::new(seed);
+        let mut rng = twinscan::tower::SplitMix64::new(seed);
         let n = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * 1.732).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()

@@ -3,7 +3,7 @@
 use image::codecs::jpeg::{JpegDecoder, JpegEncoder};
 use image::{imageops, DynamicImage, ImageDecoder, Rgb, RgbImage};
 
-use crate::tower::SplitMix64;
+use twinscan::tower::SplitMix64;
 
 /// One kind of copy. [`Transform::apply`] draws its strength from the generator, within the
 /// ranges documented on each variant.
@@ -82,7 +82,7 @@ impl Transform {
     /// A transformed copy of `img`; the same generator state gives the same copy.
     ///
     /// ```
-    /// use twinscan::augment::Transform;
+    /// use twinscan_lab::augment::Transform;
     /// use twinscan::tower::SplitMix64;
     /// let img = image::RgbImage::from_pixel(40, 30, image::Rgb([200, 100, 50]));
     /// let grey = Transform::Grey.apply(&img, &mut SplitMix64::new(1));

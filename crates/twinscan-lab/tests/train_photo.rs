@@ -1,14 +1,14 @@
 //! The photo trainer on synthetic photos (CI never runs a full training): the export matches
 //! candle within 1e-4, a run is reproducible from its seed, and the calibration picks a
 //! threshold. Needs the `train` feature.
-#![cfg(feature = "train")]
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
-use twinscan::augment::{build_suite, Photo};
 use twinscan::tower::TowerSpec;
-use twinscan::train::{photo_parity, train_photos, Loss, PhotoConfig, PhotoTrained};
 use twinscan::Model;
+use twinscan_lab::augment::{build_suite, Photo};
+use twinscan_lab::train::{photo_parity, train_photos, Loss, PhotoConfig, PhotoTrained};
 
 fn photos(seeds: std::ops::Range<u64>) -> Vec<Photo> {
     seeds

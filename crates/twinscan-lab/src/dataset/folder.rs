@@ -6,13 +6,17 @@ use rayon::prelude::*;
 
 use super::Dataset;
 use crate::error::{Error, Result};
-use crate::preprocess::{decode_file_for_model, input_pixels, DecodeLimits};
-use crate::tower::ModelMeta;
+use twinscan::tower::ModelMeta;
+use twinscan::{decode_file_for_model, input_pixels, DecodeLimits};
 
 /// Loads every image under `root/<class>/`, brought to the model's input size by its
 /// preprocessing. Classes are the sub-folder names in sorted order (label = position). Files that
 /// fail to decode are skipped and returned beside the data set, so one bad file costs one image.
-pub fn load_folder(root: &Path, meta: &ModelMeta, limits: &DecodeLimits) -> Result<(Dataset, Vec<String>, Vec<Error>)> {
+pub fn load_folder(
+    root: &Path,
+    meta: &ModelMeta,
+    limits: &DecodeLimits,
+) -> Result<(Dataset, Vec<String>, Vec<twinscan::Error>)> {
     let mut classes: Vec<_> = std::fs::read_dir(root)
         .map_err(|e| Error::io(root, e))?
         .filter_map(|e| e.ok())
@@ -32,7 +36,7 @@ pub fn load_folder(root: &Path, meta: &ModelMeta, limits: &DecodeLimits) -> Resu
         entries.sort();
         files.extend(entries.into_iter().map(|p| (p, label as u32)));
     }
-    let decoded: Vec<Result<(Vec<u8>, u32)>> = files
+    let decoded: Vec<twinscan::Result<(Vec<u8>, u32)>> = files
         .par_iter()
         .map(|(path, label)| decode_file_for_model(path, limits, meta).map(|d| (input_pixels(&d.image, meta), *label)))
         .collect();

@@ -15,8 +15,8 @@ use super::net::{candle_err, Net};
 use super::{provenance, Trained};
 use crate::augment::{best_score, detail, random_copy, Photo, Score, SuiteImage, Window, MIN_DETAIL};
 use crate::error::{Error, Result};
-use crate::preprocess::write_inputs;
-use crate::tower::{self, ModelMeta, SplitMix64, TowerSpec, TowerWeights};
+use twinscan::tower::{self, ModelMeta, SplitMix64, TowerSpec, TowerWeights};
+use twinscan::write_input;
 
 /// Longest side of a training window before it is copied: copies are made at about the size
 /// the tower's 64x64 input will see, which keeps a step cheap.
@@ -97,9 +97,10 @@ fn step_windows(photos: &[&Photo], n: usize, bursts: f32, rng: &mut SplitMix64) 
     while out.len() < n {
         tries += 1;
         if tries > 100 * n {
-            return Err(Error::Training {
-                reason: format!("the training photos have too few detailed windows (found {} of {n})", out.len()),
-            });
+            return Err(Error::training(format!(
+                "the training photos have too few detailed windows (found {} of {n})",
+                out.len()
+            )));
         }
         let p = rng.below(photos.len());
         let size = photos[p].image.dimensions();
@@ -126,7 +127,7 @@ pub fn train_photos(
     calibration: &[SuiteImage],
     progress: &mut dyn FnMut(&PhotoEpoch),
 ) -> Result<PhotoTrained> {
-    let invalid = |reason: String| Error::Training { reason };
+    let invalid = |reason: String| Error::training(reason);
     let spec = &config.spec;
     if spec.input.channels != 3 || !spec.l2_normalized() {
         return Err(invalid("the photo trainer needs an RGB tower with an L2-normalised output".into()));
@@ -205,19 +206,27 @@ pub fn train_photos(
     meta.threshold = threshold;
     // The head maps the threshold to probability one half, with a slope that spans the
     // normalised distance range [0, 2].
-    meta.head = crate::Head { a: 8.0 * threshold, b: 8.0 };
+    meta.head = twinscan::Head { a: 8.0 * threshold, b: 8.0 };
     meta.provenance = provenance(spec, &config.dataset, config.loss, config.epochs, config.seed, f1);
     Ok(Trained { spec: spec.clone(), weights, meta, history, best_epoch })
 }
 
 /// Largest absolute difference between the candle network (inference mode) and the exported
 /// ONNX run by tract, over `images`.
-pub fn photo_parity(trained: &PhotoTrained, model: &crate::Model, images: &[SuiteImage]) -> Result<f32> {
+pub fn photo_parity(trained: &PhotoTrained, model: &twinscan::Model, images: &[SuiteImage]) -> Result<f32> {
     let net = Net::new(&trained.spec, &trained.weights)?;
     let ours = embed_suite(&net, images, &trained.meta)?;
     let decoded: Vec<DynamicImage> = images.iter().map(|s| DynamicImage::ImageRgb8(s.image.clone())).collect();
     let theirs = model.run_batch(&write_inputs(&decoded, model.meta()), images.len())?;
     Ok(ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+}
+
+/// The model inputs of several images, `[n, C, H, W]`, prepared in parallel.
+fn write_inputs(images: &[image::DynamicImage], meta: &ModelMeta) -> Vec<f32> {
+    let len = meta.input.channels * meta.input.height * meta.input.width;
+    let mut out = vec![0f32; images.len() * len];
+    out.par_chunks_mut(len.max(1)).zip(images).for_each(|(o, img)| write_input(img, meta, o));
+    out
 }
 
 #[cfg(test)]

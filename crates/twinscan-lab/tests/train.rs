@@ -1,14 +1,14 @@
 //! The trainer on a small synthetic data set (CI never runs a full training): the exported ONNX
 //! run by tract matches candle's forward pass, runs are reproducible from their seed, and
 //! training learns something. Needs the `train` feature.
-#![cfg(feature = "train")]
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
-use twinscan::dataset::Dataset;
 use twinscan::tower::{InputShape, SplitMix64, TowerSpec};
-use twinscan::train::{parity, train, Loss, TrainConfig, Trained};
 use twinscan::Model;
+use twinscan_lab::dataset::Dataset;
+use twinscan_lab::train::{parity, train, Loss, TrainConfig, Trained};
 
 const SIDE: usize = 12;
 

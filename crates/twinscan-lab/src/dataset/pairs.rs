@@ -1,6 +1,6 @@
 //! The study's balanced pairs.
 
-use crate::tower::SplitMix64;
+use twinscan::tower::SplitMix64;
 
 /// Two images of a data set and whether they share a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

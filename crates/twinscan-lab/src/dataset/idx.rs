@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::Dataset;
 use crate::error::{Error, Result};
-use crate::tower::InputShape;
+use twinscan::tower::InputShape;
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::Dataset { path: path.into(), reason: reason.into() }

@@ -2,7 +2,7 @@
 //! differently (pose, size, position, stroke width, a missing patch, brightness), the variation
 //! within a class of handwritten digits or product photos that a tower should look through.
 
-use crate::tower::{InputShape, SplitMix64};
+use twinscan::tower::{InputShape, SplitMix64};
 
 /// A random view of `image` (`u8`, channel-major, `shape`). At `strength` 1: turned by up to 15
 /// degrees, scaled by 0.85-1.15 and shifted by up to an eighth of its size about its centre

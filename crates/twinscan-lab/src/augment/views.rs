@@ -3,7 +3,7 @@
 use image::{imageops, RgbImage};
 
 use super::transforms::{uniform, Transform};
-use crate::tower::SplitMix64;
+use twinscan::tower::SplitMix64;
 
 /// A rectangle inside a photo, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use image::{imageops, RgbImage};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::preprocess::{decode_file, flatten_rgb, DecodeLimits};
+use twinscan::{decode_file, flatten_rgb, DecodeLimits};
 
 /// One source photo, shrunk so that its shorter side is at most the loader's `short_side`.
 #[derive(Debug, Clone)]

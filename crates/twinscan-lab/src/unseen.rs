@@ -20,10 +20,10 @@ use rayon::prelude::*;
 use crate::dataset::{make_pairs, Dataset};
 use crate::error::{Error, Result};
 use crate::evaluate::{at_far, embed_dataset, equal_error_rate, roc_auc};
-use crate::gallery::Gallery;
-use crate::model::Model;
-use crate::similarity::squared_euclidean;
-use crate::tower::SplitMix64;
+use twinscan::gallery::Gallery;
+use twinscan::squared_euclidean;
+use twinscan::tower::SplitMix64;
+use twinscan::Model;
 
 /// What to measure.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,7 +224,8 @@ pub fn run(model: &Model, train: &Dataset, test: &Dataset, protocol: &Protocol) 
 /// Balanced pairs of `rows` and their distances.
 fn pair_distances(model: &Model, rows: &Rows, labels: &[u32], n: usize, seed: u64) -> Result<(Vec<f32>, Vec<bool>)> {
     let pairs = make_pairs(labels, n, seed);
-    let distances = pairs.iter().map(|p| model.distance(rows.get(p.a), rows.get(p.b))).collect::<Result<_>>()?;
+    let distances =
+        pairs.iter().map(|p| model.distance(rows.get(p.a), rows.get(p.b))).collect::<twinscan::Result<_>>()?;
     Ok((distances, pairs.iter().map(|p| p.similar).collect()))
 }
 
@@ -358,8 +359,8 @@ fn knn_scores(
     reference: &[usize],
     queries: &Rows,
     k: usize,
-    distance: impl Fn(&[f32], &[f32]) -> Result<f32> + Sync,
-) -> Result<Vec<f32>> {
+    distance: impl Fn(&[f32], &[f32]) -> twinscan::Result<f32> + Sync,
+) -> twinscan::Result<Vec<f32>> {
     let k = k.clamp(1, reference.len().max(1));
     let n = queries.flat.len() / queries.len.max(1);
     (0..n)

@@ -8,7 +8,7 @@ use image::RgbImage;
 use super::photos::Photo;
 use super::transforms::{uniform, Transform};
 use super::views::{detail, Window, MIN_DETAIL};
-use crate::tower::SplitMix64;
+use twinscan::tower::SplitMix64;
 
 /// Longest side of the suite's images: a phone photo shared online.
 pub const SUITE_SIDE: u32 = 512;
@@ -251,7 +251,7 @@ pub fn score(suite: &[SuiteImage], distance: &dyn Fn(usize, usize) -> f32, thres
 /// 50% of the model's threshold at which comparing the images also as grey finds more
 /// duplicate pairs at the threshold and adds no false positive (smaller margins find more and
 /// risk more). `None` when no margin does, or for a one-channel model.
-pub fn grey_margin(model: &crate::Model, suite: &[SuiteImage]) -> crate::Result<Option<f32>> {
+pub fn grey_margin(model: &twinscan::Model, suite: &[SuiteImage]) -> crate::Result<Option<f32>> {
     let with_grey = model.clone().with_grey_margin(Some(0.0));
     if with_grey.meta().grey_margin.is_none() {
         return Ok(None);
@@ -259,15 +259,15 @@ pub fn grey_margin(model: &crate::Model, suite: &[SuiteImage]) -> crate::Result<
     let images: Vec<image::DynamicImage> =
         suite.iter().map(|s| image::DynamicImage::ImageRgb8(s.image.clone())).collect();
     let mut embeddings = Vec::with_capacity(images.len());
-    for chunk in images.chunks(crate::DEFAULT_BATCH) {
+    for chunk in images.chunks(twinscan::DEFAULT_BATCH) {
         embeddings.extend(with_grey.embed_images(chunk)?);
     }
     let (d, metric, threshold) = (model.meta().embedding_dim, model.meta().metric, model.meta().threshold);
-    let (colour_len, invariant) = (with_grey.embedding_len() - d, model.invariance() != crate::Invariance::None);
+    let (colour_len, invariant) = (with_grey.embedding_len() - d, model.invariance() != twinscan::Invariance::None);
     let colour_only = model.clone().with_grey_margin(None);
     let colour = |i: usize, j: usize| colour_only.distance(&embeddings[i][..colour_len], &embeddings[j][..colour_len]);
     let grey = |i: usize, j: usize| metric.distance(&embeddings[i][colour_len..], &embeddings[j][colour_len..]);
-    let far = |r: crate::Result<f32>| r.unwrap_or(f32::INFINITY);
+    let far = |r: twinscan::Result<f32>| r.unwrap_or(f32::INFINITY);
     let base = score(suite, &|i, j| far(colour(i, j)), threshold, invariant).overall;
     for step in 0..=10 {
         let margin = threshold * step as f32 * 0.05;

@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use twinscan::dataset::{load_idx_dir, make_pairs, read_idx_images, read_idx_labels, Split};
-use twinscan::Error;
+use twinscan_lab::dataset::{load_idx_dir, make_pairs, read_idx_images, read_idx_labels, Split};
+use twinscan_lab::Error;
 
 fn idx(ndims: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut out = vec![0, 0, 8, ndims];

@@ -11,7 +11,7 @@ pub use idx::{load_idx_dir, read_idx_images, read_idx_labels, Split};
 pub use jitter::jitter;
 pub use pairs::{make_pairs, Pair};
 
-use crate::tower::{InputShape, ModelMeta};
+use twinscan::tower::{InputShape, ModelMeta};
 
 /// Images of one size with a label each; pixels are `u8`, channel-major per image.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,12 +49,12 @@ impl Dataset {
     }
 
     /// Images `indices` as a model input batch `[len, C, H, W]`, normalised as the metadata says
-    /// (the arithmetic of [`crate::write_input`]).
+    /// (the arithmetic of [`twinscan::write_input`]).
     pub fn batch(&self, indices: &[usize], meta: &ModelMeta) -> Vec<f32> {
         let n = self.image_len();
         let mut out = vec![0.0; indices.len() * n];
         for (&i, dst) in indices.iter().zip(out.chunks_mut(n)) {
-            crate::preprocess::normalize(self.image(i), meta, dst);
+            twinscan::normalize(self.image(i), meta, dst);
         }
         out
     }

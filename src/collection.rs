@@ -1,0 +1,239 @@
+//! The library's front door: a [`Collection`] is the images of some folders, embedded by one
+//! model and kept in an index, with the questions a scan asks of them (duplicate groups,
+//! outliers, the neighbours of new images) and the plan of what to do with duplicates.
+//!
+//! ```
+//! use twinscan::{Collection, IndexLocation, Model, OpenOptions, RefreshOptions};
+//! let options = OpenOptions { index: IndexLocation::Memory, ..OpenOptions::default() };
+//! let mut photos = Collection::open(Model::bundled()?, ["examples/photos"], &options)?;
+//! photos.refresh(&RefreshOptions::default())?;
+//! let nearest = &photos.query(["examples/photos/coffee.jpg"], &Default::default())[0];
+//! assert_eq!(nearest.as_ref().unwrap()[0].distance, 0.0);
+//! # Ok::<(), twinscan::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::actions::{self, Action, Plan};
+use crate::detect::{self, Group, GroupOptions, Neighbour, Outlier, OutlierOptions};
+use crate::error::{Error, Result};
+use crate::index::{Entry, Index};
+use crate::scan::{self, RefreshOptions, RefreshReport};
+use crate::search::{Purpose, Search, SearchKind};
+use crate::store::{self, FileLock};
+use crate::Model;
+
+/// Where a collection keeps its index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum IndexLocation {
+    /// `$XDG_CACHE_HOME/twinscan/<hash of the folders>.twinscan` (or under `~/.cache`): one
+    /// index per set of folders, never inside them.
+    #[default]
+    Cache,
+    /// This file.
+    File(PathBuf),
+    /// Nowhere: every refresh of a new collection embeds everything.
+    Memory,
+}
+
+/// How [`Collection::open`] finds its index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpenOptions {
+    /// Where the index is kept.
+    pub index: IndexLocation,
+    /// Start from an empty index even if one exists (it is replaced at the next refresh).
+    pub rebuild: bool,
+}
+
+/// How [`Collection::query`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// Neighbours per image.
+    pub k: usize,
+    /// The neighbour search (`Auto` is exact for queries: one pass costs less than a graph).
+    pub search: SearchKind,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions { k: 10, search: SearchKind::Auto }
+    }
+}
+
+/// The images of some folders, embedded by one model, kept in an index that a refresh brings
+/// up to date (only new and changed files are embedded again). A collection opened with an
+/// index file holds that file's lock until it is dropped, so two processes never rewrite one
+/// index.
+#[derive(Debug)]
+pub struct Collection {
+    model: Model,
+    index: Index,
+    roots: Vec<PathBuf>,
+    store: Option<Store>,
+}
+
+/// The index file behind a collection.
+#[derive(Debug)]
+struct Store {
+    path: PathBuf,
+    /// Held while the collection lives; `None` when opened read-only.
+    lock: Option<FileLock>,
+    /// Whether the file must be written even if a refresh changes nothing (new or rebuilt).
+    unsaved: bool,
+}
+
+impl Collection {
+    /// The collection of the folders (or single files) `roots` under `model`: its index loaded
+    /// (checked, and refused if another model or invariance made it) or started, and locked.
+    /// Nothing is walked or embedded until [`Collection::refresh`].
+    pub fn open<P: AsRef<Path>>(
+        model: Model,
+        roots: impl IntoIterator<Item = P>,
+        options: &OpenOptions,
+    ) -> Result<Collection> {
+        let roots: Vec<PathBuf> = roots.into_iter().map(|r| r.as_ref().to_path_buf()).collect();
+        let path = match &options.index {
+            IndexLocation::Memory => None,
+            IndexLocation::File(path) => Some(path.clone()),
+            IndexLocation::Cache => Some(cache_path(&roots)?),
+        };
+        let empty = || Index::new(model.fingerprint(), model.invariance().as_str());
+        let Some(path) = path else {
+            return Ok(Collection { index: empty(), model, roots, store: None });
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let lock = FileLock::acquire(&path)?;
+        let unsaved = options.rebuild || !path.exists();
+        let index = if unsaved { empty() } else { Index::load(&path)? };
+        index.check_model(&model)?;
+        let store = Store { path, lock: Some(lock), unsaved };
+        Ok(Collection { model, index, roots, store: Some(store) })
+    }
+
+    /// An existing index, read only (no lock, no refresh): for queries against a collection
+    /// that another process may be scanning.
+    pub fn read(model: Model, index: impl AsRef<Path>) -> Result<Collection> {
+        let path = index.as_ref().to_path_buf();
+        let index = Index::load(&path)?;
+        index.check_model(&model)?;
+        Ok(Collection { model, index, roots: Vec::new(), store: Some(Store { path, lock: None, unsaved: false }) })
+    }
+
+    /// Walks the folders and brings the index up to date: new and changed files embedded,
+    /// vanished ones dropped, every file that cannot be used reported in the report's errors
+    /// (the refresh itself goes on). The index is saved when anything changed, also after a stop.
+    pub fn refresh(&mut self, options: &RefreshOptions) -> Result<RefreshReport> {
+        if let Some(Store { path, lock: None, .. }) = &self.store {
+            return Err(Error::Index { path: path.clone(), reason: "opened read-only".into() });
+        }
+        let (mut files, walk_errors) = scan::collect_files(&self.roots, options.follow_links);
+        if let Some(store) = &self.store {
+            // An index kept inside a scanned folder (and its lock and temporary files) is not
+            // an image.
+            let own = companions(&store.path);
+            files.retain(|f| !own(f));
+        }
+        let mut report = scan::update(&mut self.index, &files, &self.model, options);
+        report.errors.splice(0..0, walk_errors);
+        if let Some(store) = &mut self.store {
+            if store.unsaved || report.embedded > 0 || report.removed > 0 {
+                self.index.save(&store.path)?;
+                store.unsaved = false;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Duplicate groups (see [`crate::detect`] for the rule).
+    pub fn groups(&self, options: &GroupOptions) -> Result<Vec<Group<'_>>> {
+        detect::duplicate_groups(&self.index.entries, &self.model, options)
+    }
+
+    /// Outliers, highest score first (see [`crate::detect`] for the rule).
+    pub fn outliers(&self, options: &OutlierOptions) -> Result<Vec<Outlier<'_>>> {
+        detect::outliers(&self.index.entries, &self.model, options)
+    }
+
+    /// The nearest indexed images of each of `images` (which are not added), nearest first:
+    /// one result per image, so that one unreadable image does not hide the others' answers.
+    pub fn query<P: AsRef<Path>>(
+        &self,
+        images: impl IntoIterator<Item = P>,
+        options: &QueryOptions,
+    ) -> Vec<Result<Vec<Neighbour<'_>>>> {
+        let paths: Vec<PathBuf> = images.into_iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let entries = &self.index.entries;
+        let vectors = entries.iter().map(|e| e.embedding.as_slice()).collect();
+        let search = Search::new(vectors, &self.model, options.search, Purpose::Query);
+        self.model
+            .embed_paths(&paths)
+            .into_iter()
+            .map(|embedding| {
+                let hits = search.nearest(&embedding?, options.k)?;
+                Ok(hits.into_iter().map(|h| Neighbour { entry: &entries[h.index], distance: h.distance }).collect())
+            })
+            .collect()
+    }
+
+    /// What `action` would do with `groups` (found in this collection): one step per image a
+    /// group does not keep. Refused when a quarantine lies inside a scanned folder; carry it out
+    /// with [`actions::apply`].
+    pub fn plan(&self, groups: &[Group], action: &Action) -> Result<Plan> {
+        actions::plan(groups, action, &self.roots)
+    }
+
+    /// The images, sorted by path.
+    pub fn entries(&self) -> &[Entry] {
+        &self.index.entries
+    }
+
+    /// The model that embeds the images.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The scanned folders, as given.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// The index file, unless the collection is kept in memory.
+    pub fn index_path(&self) -> Option<&Path> {
+        self.store.as_ref().map(|s| s.path.as_path())
+    }
+}
+
+/// The cache's index for `roots`: one per set of folders, named by a hash of their resolved
+/// paths.
+pub fn cache_path(roots: &[PathBuf]) -> Result<PathBuf> {
+    let mut names: Vec<String> =
+        roots.iter().map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()).display().to_string()).collect();
+    names.sort();
+    let hash = Sha256::digest(names.join("\n").as_bytes());
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".cache"),
+            None => {
+                let unset = std::io::Error::new(std::io::ErrorKind::NotFound, "neither XDG_CACHE_HOME nor HOME is set");
+                return Err(Error::io("~/.cache", unset));
+            }
+        },
+    };
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(base.join("twinscan").join(format!("{hex}.twinscan")))
+}
+
+/// Whether a path is the index at `index`, its lock or one of its temporary files.
+fn companions(index: &Path) -> impl Fn(&Path) -> bool + '_ {
+    let folder = |p: &Path| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::canonicalize(dir).ok()
+    };
+    let home = folder(index);
+    move |f: &Path| f.file_name().is_some_and(|n| store::is_companion(index, n)) && folder(f) == home
+}
