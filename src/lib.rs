@@ -84,3 +84,13 @@ pub use search::SearchKind;
 pub use similarity::{squared_euclidean, Head, Metric};
 
 pub use image;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The library guide's examples, compiled (and run where they can) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/library.md")]
+pub struct LibraryGuideDoctests;
