@@ -12,14 +12,17 @@
 //! # Ok::<(), twinscan::Error>(())
 //! ```
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 
 use crate::actions::{self, Action, Plan};
+use crate::contain::{hash_key, Verdicts};
 use crate::detect::{self, Group, GroupOptions, Neighbour, Outlier, OutlierOptions};
 use crate::error::{Error, Result};
-use crate::index::{Entry, Index};
+use crate::index::{Entry, Index, IndexParts};
 use crate::scan::{self, RefreshOptions, RefreshReport};
 use crate::search::{Purpose, Search, SearchKind};
 use crate::store::{self, FileLock};
@@ -69,7 +72,10 @@ impl Default for QueryOptions {
 #[derive(Debug)]
 pub struct Collection {
     model: Model,
+    /// The images and what made them (its verdicts moved to `verdicts`).
     index: Index,
+    /// Containment verdicts: kept with the index, added to while groups are found.
+    verdicts: Mutex<Verdicts>,
     roots: Vec<PathBuf>,
     store: Option<Store>,
 }
@@ -101,7 +107,8 @@ impl Collection {
         };
         let empty = || Index::new(model.fingerprint(), model.invariance().as_str());
         let Some(path) = path else {
-            return Ok(Collection { index: empty(), model, roots, store: None });
+            let index = empty();
+            return Ok(Collection::new(model, index, roots, None));
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -111,7 +118,12 @@ impl Collection {
         let index = if unsaved { empty() } else { Index::load(&path)? };
         index.check_model(&model)?;
         let store = Store { path, lock: Some(lock), unsaved };
-        Ok(Collection { model, index, roots, store: Some(store) })
+        Ok(Collection::new(model, index, roots, Some(store)))
+    }
+
+    fn new(model: Model, mut index: Index, roots: Vec<PathBuf>, store: Option<Store>) -> Collection {
+        let verdicts = Mutex::new(std::mem::take(&mut index.verdicts));
+        Collection { model, index, verdicts, roots, store }
     }
 
     /// An existing index, read only (no lock, no refresh): for queries against a collection
@@ -120,7 +132,7 @@ impl Collection {
         let path = index.as_ref().to_path_buf();
         let index = Index::load(&path)?;
         index.check_model(&model)?;
-        Ok(Collection { model, index, roots: Vec::new(), store: Some(Store { path, lock: None, unsaved: false }) })
+        Ok(Collection::new(model, index, Vec::new(), Some(Store { path, lock: None, unsaved: false })))
     }
 
     /// Walks the folders and brings the index up to date: new and changed files embedded,
@@ -139,18 +151,46 @@ impl Collection {
         }
         let mut report = scan::update(&mut self.index, &files, &self.model, options);
         report.errors.splice(0..0, walk_errors);
-        if let Some(store) = &mut self.store {
-            if store.unsaved || report.embedded > 0 || report.removed > 0 {
-                self.index.save(&store.path)?;
+        let changed = report.embedded > 0 || report.removed > 0;
+        if changed {
+            let present: HashSet<u64> = self.index.entries.iter().map(|e| hash_key(&e.sha256)).collect();
+            self.verdicts.get_mut().unwrap_or_else(PoisonError::into_inner).retain(&present);
+        }
+        if self.store.as_ref().is_some_and(|s| s.unsaved || changed) {
+            self.save()?;
+            if let Some(store) = &mut self.store {
                 store.unsaved = false;
             }
         }
         Ok(report)
     }
 
-    /// Duplicate groups (see [`crate::detect`] for the rule).
+    /// Duplicate groups (see [`crate::detect`] for the rule). The containment checks made are
+    /// kept with the index (saved when there are new ones), so that no pair is checked twice.
     pub fn groups(&self, options: &GroupOptions) -> Result<Vec<Group<'_>>> {
-        detect::duplicate_groups(&self.index.entries, &self.model, options)
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = verdicts.recorded();
+        let groups = detect::groups_knowing(&self.index.entries, &self.model, options, &mut verdicts)?;
+        let grew = verdicts.recorded() != known;
+        drop(verdicts);
+        if grew && self.store.as_ref().is_some_and(|s| s.lock.is_some()) {
+            self.save()?;
+        }
+        Ok(groups)
+    }
+
+    /// Writes the index with its verdicts.
+    fn save(&self) -> Result<()> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = &self.index;
+        let parts = IndexParts {
+            model: &index.model,
+            invariance: &index.invariance,
+            entries: &index.entries,
+            verdicts: &verdicts,
+        };
+        parts.save(&store.path)
     }
 
     /// Outliers, highest score first (see [`crate::detect`] for the rule).

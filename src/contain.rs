@@ -237,6 +237,84 @@ impl ContainmentRule {
     }
 }
 
+/// Verdicts of [`ContainmentRule::contains`] already reached, by the pair of images' content: a
+/// verdict depends only on the two contents and the rule's limits, so a rescan never repeats
+/// one. Kept in the index; reached under other limits, they are forgotten.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Verdicts {
+    /// The rule's alignment, detail and colour limits the verdicts were reached under.
+    limits: Option<[f32; 3]>,
+    /// The first 8 bytes of each image's SHA-256, the smaller first, and whether one image
+    /// contains the other. (A wrong verdict would need two contents of one collection to share
+    /// 64 bits of their hash.)
+    pairs: std::collections::BTreeMap<(u64, u64), bool>,
+    /// Verdicts recorded since loading (not saved).
+    #[serde(skip)]
+    recorded: usize,
+}
+
+/// Equal when they hold the same verdicts under the same limits.
+impl PartialEq for Verdicts {
+    fn eq(&self, other: &Verdicts) -> bool {
+        self.limits == other.limits && self.pairs == other.pairs
+    }
+}
+
+impl Verdicts {
+    /// The verdict on two contents under `rule`, if reached before.
+    pub fn get(&self, rule: &ContainmentRule, a: &[u8; 32], b: &[u8; 32]) -> Option<bool> {
+        (self.limits == Some(limits(rule))).then(|| self.pairs.get(&key(a, b)).copied()).flatten()
+    }
+
+    /// Records a verdict reached under `rule` (forgetting those of other limits).
+    pub fn insert(&mut self, rule: &ContainmentRule, a: &[u8; 32], b: &[u8; 32], contained: bool) {
+        if self.limits != Some(limits(rule)) {
+            self.limits = Some(limits(rule));
+            self.pairs.clear();
+        }
+        self.pairs.insert(key(a, b), contained);
+        self.recorded += 1;
+    }
+
+    /// How many verdicts were recorded since this value was loaded or made: a count that only
+    /// grows, to tell whether there is anything new to save.
+    pub fn recorded(&self) -> usize {
+        self.recorded
+    }
+
+    /// Keeps only the verdicts on pairs of contents in `present` (the others are about images
+    /// gone from the collection).
+    pub fn retain(&mut self, present: &std::collections::HashSet<u64>) {
+        self.pairs.retain(|(a, b), _| present.contains(a) && present.contains(b));
+    }
+
+    /// How many verdicts are kept.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
+fn limits(rule: &ContainmentRule) -> [f32; 3] {
+    [rule.alignment, rule.detail, rule.colour]
+}
+
+/// The part of a content hash that [`Verdicts`] keys by.
+pub fn hash_key(sha256: &[u8; 32]) -> u64 {
+    let mut first = [0; 8];
+    first.copy_from_slice(&sha256[..8]);
+    u64::from_le_bytes(first)
+}
+
+fn key(a: &[u8; 32], b: &[u8; 32]) -> (u64, u64) {
+    let (a, b) = (hash_key(a), hash_key(b));
+    (a.min(b), a.max(b))
+}
+
 /// The better of `a` placed inside `b` and `b` placed inside `a`, by alignment.
 pub fn containment(a: &Thumb, b: &Thumb) -> Containment {
     gated(a, b, Gate::OPEN)

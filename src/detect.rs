@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::contain::ContainmentRule;
+use crate::contain::{ContainmentRule, Verdicts};
 use crate::error::{Error, Result};
 use crate::index::Entry;
 use crate::search::{Hit, Purpose, Search, SearchKind};
@@ -107,6 +107,17 @@ fn keep_order(a: &Entry, b: &Entry) -> Ordering {
 /// Duplicate groups among `entries` under `model`'s distance, as `options` say (see the module
 /// documentation for the rule). Groups come in the keep order of their first member.
 pub fn duplicate_groups<'a>(entries: &'a [Entry], model: &Model, options: &GroupOptions) -> Result<Vec<Group<'a>>> {
+    groups_knowing(entries, model, options, &mut Verdicts::default())
+}
+
+/// [`duplicate_groups`], taking the containment verdicts from `verdicts` where it has them and
+/// adding those it reaches.
+pub(crate) fn groups_knowing<'a>(
+    entries: &'a [Entry],
+    model: &Model,
+    options: &GroupOptions,
+    verdicts: &mut Verdicts,
+) -> Result<Vec<Group<'a>>> {
     let threshold = options.threshold(model)?;
     let rule = options.containment.as_ref();
     let mut order: Vec<usize> = (0..entries.len()).collect();
@@ -123,7 +134,7 @@ pub fn duplicate_groups<'a>(entries: &'a [Entry], model: &Model, options: &Group
     }
     let vectors: Vec<&[f32]> = reps.iter().map(|&i| entries[i].embedding.as_slice()).collect();
     let found = neighbourhood(&vectors, model, threshold, options)?;
-    let near = duplicate_pairs(entries, &reps, found, threshold, rule);
+    let near = duplicate_pairs(entries, &reps, found, Checks { threshold, rule, verdicts });
     let mut grouped = vec![false; entries.len()];
     let mut groups = Vec::new();
     for &keep in &reps {
@@ -185,15 +196,23 @@ struct Neighbourhood {
     nearest: Vec<Vec<Hit>>,
 }
 
-/// Each representative's duplicates: the pairs within `threshold`, and the pairs beyond it that
-/// `rule` checks (one is among the other's nearest) and finds contained.
+/// How pairs beyond the threshold are checked for containment, and the verdicts known.
+struct Checks<'r> {
+    threshold: f32,
+    rule: Option<&'r ContainmentRule>,
+    verdicts: &'r mut Verdicts,
+}
+
+/// Each representative's duplicates: the pairs within the threshold, and the pairs beyond it
+/// that the rule checks (one is among the other's nearest) and finds contained; a verdict known
+/// is not reached again.
 fn duplicate_pairs(
     entries: &[Entry],
     reps: &[usize],
     found: Neighbourhood,
-    threshold: f32,
-    rule: Option<&ContainmentRule>,
+    checks: Checks,
 ) -> HashMap<usize, Vec<Link>> {
+    let Checks { threshold, rule, verdicts } = checks;
     let mut near: HashMap<usize, Vec<Link>> = HashMap::new();
     let mut join = |pair: Pair, contained: bool| {
         let distance = pair.distance;
@@ -216,8 +235,28 @@ fn duplicate_pairs(
     }
     candidates.sort_by_key(|p| (p.a, p.b));
     candidates.dedup_by_key(|p| (p.a, p.b));
-    let contained: Vec<Pair> =
-        candidates.into_par_iter().filter(|p| rule.contains(&entries[p.a].thumb, &entries[p.b].thumb)).collect();
+    let hashes = |p: &Pair| (&entries[p.a].sha256, &entries[p.b].sha256);
+    let (known, unknown): (Vec<Pair>, Vec<Pair>) = candidates.into_iter().partition(|p| {
+        let (a, b) = hashes(p);
+        verdicts.get(rule, a, b).is_some()
+    });
+    let reached: Vec<(Pair, bool)> =
+        unknown.into_par_iter().map(|p| (p, rule.contains(&entries[p.a].thumb, &entries[p.b].thumb))).collect();
+    let mut contained: Vec<Pair> = known
+        .into_iter()
+        .filter(|p| {
+            let (a, b) = hashes(p);
+            verdicts.get(rule, a, b) == Some(true)
+        })
+        .collect();
+    for (p, verdict) in reached {
+        let (a, b) = hashes(&p);
+        verdicts.insert(rule, a, b, verdict);
+        if verdict {
+            contained.push(p);
+        }
+    }
+    contained.sort_by_key(|p| (p.a, p.b));
     for pair in contained {
         join(pair, true);
     }

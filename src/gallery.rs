@@ -42,6 +42,7 @@ pub const GALLERY_VERSION: u32 = 1;
 const FORMAT: Format = Format {
     magic: b"TWSCNGAL",
     version: GALLERY_VERSION,
+    older: &[],
     name: "gallery",
     error: |path, reason| Error::Gallery { path: path.into(), reason },
 };

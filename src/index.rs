@@ -1,6 +1,6 @@
 //! The collection index: per image its path, size, modification time, content hash, embedding
 //! and grey thumbnail (for the containment check), plus the fingerprint of the model (and the
-//! invariance) that made the embeddings.
+//! invariance) that made the embeddings and the containment verdicts already reached.
 //!
 //! On disk: the magic `TWSCNIDX`, the format version, the SHA-256 of the payload, then the
 //! [`Index`] encoded with postcard, saved atomically (see [`crate::store`]). Writers take a
@@ -10,17 +10,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::contain::Thumb;
+use crate::contain::{Thumb, Verdicts};
 use crate::error::{Error, Result};
 use crate::store::{short, Format};
 use crate::Model;
 
-/// Version of the index layout; an index of another version is refused.
-pub const INDEX_VERSION: u32 = 2;
+/// Version of the index layout. Version 2 (no containment verdicts) is read and migrated, its
+/// embeddings kept; any other version is refused.
+pub const INDEX_VERSION: u32 = 3;
 
 const FORMAT: Format = Format {
     magic: b"TWSCNIDX",
     version: INDEX_VERSION,
+    older: &[2],
     name: "index",
     error: |path, reason| Error::Index { path: path.into(), reason },
 };
@@ -54,6 +56,33 @@ pub struct Index {
     pub invariance: String,
     /// The images, sorted by path.
     pub entries: Vec<Entry>,
+    /// The containment checks already made on pairs of these images.
+    pub verdicts: Verdicts,
+}
+
+/// Version 2 of the layout: an index without verdicts.
+#[derive(Deserialize)]
+struct IndexV2 {
+    model: String,
+    invariance: String,
+    entries: Vec<Entry>,
+}
+
+/// An index as saved, borrowed from its parts (the same fields in the same order as [`Index`],
+/// which postcard encodes by position), so that a collection can save without assembling one.
+#[derive(Serialize)]
+pub(crate) struct IndexParts<'a> {
+    pub model: &'a str,
+    pub invariance: &'a str,
+    pub entries: &'a [Entry],
+    pub verdicts: &'a Verdicts,
+}
+
+impl IndexParts<'_> {
+    /// Writes the index atomically (see [`Index::save`]).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        FORMAT.save(self, path)
+    }
 }
 
 /// A path as the bytes of its name, so that names that are not UTF-8 (legal on Unix) are kept
@@ -112,7 +141,7 @@ fn invalid(path: &Path, reason: impl Into<String>) -> Error {
 impl Index {
     /// An empty index for embeddings from `model` under `invariance`.
     pub fn new(model: &str, invariance: &str) -> Index {
-        Index { model: model.into(), invariance: invariance.into(), entries: Vec::new() }
+        Index { model: model.into(), invariance: invariance.into(), entries: Vec::new(), verdicts: Verdicts::default() }
     }
 
     /// Reads an index and checks its magic, version, checksum and contents (entries sorted by
@@ -120,7 +149,7 @@ impl Index {
     /// Nothing of a file that fails a check is used.
     pub fn load(path: impl AsRef<Path>) -> Result<Index> {
         let path = path.as_ref();
-        let index: Index = FORMAT.load(path)?;
+        let index = Index::read(crate::safe_fs::open_regular(path, true)?.0, path)?;
         index.validate(path)?;
         Ok(index)
     }
@@ -128,9 +157,20 @@ impl Index {
     /// [`Index::load`] on bytes in memory; `path` names them in errors.
     pub fn from_bytes(bytes: &[u8], path: impl AsRef<Path>) -> Result<Index> {
         let path = path.as_ref();
-        let index: Index = FORMAT.read_bytes(bytes, path)?;
+        let index = Index::read(std::io::Cursor::new(bytes), path)?;
         index.validate(path)?;
         Ok(index)
+    }
+
+    /// This version's index, or one of version 2 migrated (its verdicts start empty).
+    fn read<R: std::io::Read + std::io::Seek>(r: R, path: &Path) -> Result<Index> {
+        match FORMAT.open(r, path)? {
+            (2, payload) => {
+                let IndexV2 { model, invariance, entries } = payload.decode()?;
+                Ok(Index { model, invariance, entries, verdicts: Verdicts::default() })
+            }
+            (_, payload) => payload.decode(),
+        }
     }
 
     /// A checksum only proves that a file is what was written; this refuses what no scan writes
@@ -277,6 +317,21 @@ mod tests {
         let err = Index::from_bytes(&bytes, path).unwrap_err();
         // An `Index` error, which the command line answers with its way out (a rebuild).
         assert!(matches!(err, Error::Index { .. }), "{err:?}");
-        assert!(err.to_string().contains("index format 1, this build reads 2"), "{err}");
+        assert!(err.to_string().contains("index format 1, this build reads 3"), "{err}");
+    }
+
+    #[test]
+    fn an_index_of_format_2_is_migrated_keeping_its_entries() {
+        use sha2::{Digest, Sha256};
+        let old = sample();
+        // Format 2: the same fields without the verdicts, encoded by position.
+        let payload = postcard::to_allocvec(&(&old.model, &old.invariance, &old.entries)).unwrap();
+        let mut bytes = b"TWSCNIDX".to_vec();
+        bytes.extend(2u32.to_le_bytes());
+        bytes.extend(Sha256::digest(&payload));
+        bytes.extend(payload);
+        let migrated = Index::from_bytes(&bytes, Path::new("v2.twinscan")).unwrap();
+        assert_eq!(migrated, old);
+        assert!(migrated.verdicts.is_empty());
     }
 }

@@ -22,6 +22,8 @@ const HEADER: usize = 8 + 4 + 32;
 pub(crate) struct Format {
     pub magic: &'static [u8; 8],
     pub version: u32,
+    /// Older versions this build still reads (and migrates); empty for most files.
+    pub older: &'static [u32],
     /// What the file is called in messages ("index", "gallery").
     pub name: &'static str,
     pub error: fn(&Path, String) -> Error,
@@ -35,17 +37,27 @@ impl Format {
     /// Reads a file and checks its magic, version and checksum; nothing of a file that fails a
     /// check is used.
     pub fn load<T: DeserializeOwned>(&self, path: &Path) -> Result<T> {
-        self.read(crate::safe_fs::open_regular(path, true)?.0, path)
+        self.current(self.open(crate::safe_fs::open_regular(path, true)?.0, path)?)
     }
 
     /// [`Format::load`] on bytes in memory; `path` names them in errors.
     pub fn read_bytes<T: DeserializeOwned>(&self, bytes: &[u8], path: &Path) -> Result<T> {
-        self.read(std::io::Cursor::new(bytes), path)
+        self.current(self.open(std::io::Cursor::new(bytes), path)?)
     }
 
-    /// Checks the header, then hashes the whole payload, then parses it from the start: a
+    /// The payload as this version's value; an older version is its reader's to migrate.
+    fn current<T: DeserializeOwned, R: Read>(&self, (version, payload): (u32, Payload<'_, R>)) -> Result<T> {
+        if version != self.version {
+            let reason = format!("{} format {version}, read only by its migration", self.name);
+            return Err(self.invalid(payload.path, reason));
+        }
+        payload.decode()
+    }
+
+    /// Checks the header (this version or one of the older ones read) and the checksum of the
+    /// whole payload, then returns the version and the payload, to be parsed from its start: a
     /// large file is read twice rather than held in memory twice (as bytes and as values).
-    fn read<T: DeserializeOwned, R: Read + Seek>(&self, mut r: R, path: &Path) -> Result<T> {
+    pub fn open<'f, R: Read + Seek>(&'f self, mut r: R, path: &'f Path) -> Result<(u32, Payload<'f, R>)> {
         let io = |e| Error::io(path, e);
         let mut header = Vec::with_capacity(HEADER);
         r.by_ref().take(HEADER as u64).read_to_end(&mut header).map_err(io)?;
@@ -53,7 +65,7 @@ impl Format {
             return Err(self.invalid(path, format!("not a twinscan {} (bad magic)", self.name)));
         }
         let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if version != self.version {
+        if version != self.version && !self.older.contains(&version) {
             let name = self.name;
             return Err(self.invalid(path, format!("{name} format {version}, this build reads {}", self.version)));
         }
@@ -63,11 +75,7 @@ impl Format {
             return Err(self.invalid(path, "checksum mismatch (damaged or truncated)"));
         }
         r.seek(SeekFrom::Start(HEADER as u64)).map_err(io)?;
-        // Room for the longest string in a file (a path or a label).
-        let mut scratch = vec![0u8; 1 << 16];
-        postcard::from_io((std::io::BufReader::new(r), &mut scratch))
-            .map(|(value, _)| value)
-            .map_err(|e| self.invalid(path, format!("undecodable: {e}")))
+        Ok((version, Payload { format: self, reader: r, path }))
     }
 
     /// The bytes [`Format::save`] writes.
@@ -114,6 +122,24 @@ impl Format {
             let _ = dir.remove(&tmp);
             Error::io(path, e)
         })
+    }
+}
+
+/// A checked payload, ready to be parsed as the value its version says.
+pub(crate) struct Payload<'f, R> {
+    format: &'f Format,
+    reader: R,
+    path: &'f Path,
+}
+
+impl<R: Read> Payload<'_, R> {
+    /// Parses the payload as a `T`.
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T> {
+        // Room for the longest string in a file (a path or a label).
+        let mut scratch = vec![0u8; 1 << 16];
+        postcard::from_io((std::io::BufReader::new(self.reader), &mut scratch))
+            .map(|(value, _)| value)
+            .map_err(|e| self.format.invalid(self.path, format!("undecodable: {e}")))
     }
 }
 
@@ -189,6 +215,7 @@ mod tests {
     const TEST: Format = Format {
         magic: b"TWSCNTST",
         version: 3,
+        older: &[],
         name: "test file",
         error: |path, reason| Error::Index { path: path.into(), reason },
     };

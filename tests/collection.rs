@@ -94,3 +94,48 @@ fn the_rules_an_app_cannot_skip_hold_in_the_library() {
     assert!(matches!(answers[1], Err(Error::Io { .. })));
     assert!(matches!(read.refresh(&RefreshOptions::default()), Err(Error::Index { .. })));
 }
+
+/// A containment verdict is reached once and kept with the index: a later run takes it from
+/// there (here, a verdict planted in the file decides), and a removed image's verdicts go.
+#[test]
+fn containment_verdicts_are_kept_and_reused() {
+    use twinscan::contain::ContainmentRule;
+    use twinscan::index::Index;
+    let dir = tempfile::tempdir().unwrap();
+    let root = photos(dir.path());
+    let index = dir.path().join("photos.twinscan");
+    let crop_joined = |c: &Collection| {
+        let groups = c.groups(&GroupOptions::default()).unwrap();
+        groups.iter().flat_map(|g| g.copies()).any(|m| m.entry.path.ends_with("rocket-crop.jpg") && m.contained)
+    };
+    let mut first = Collection::open(Model::bundled().unwrap(), [&root], &at(&index)).unwrap();
+    first.refresh(&RefreshOptions::default()).unwrap();
+    assert!(crop_joined(&first), "the crop joins by containment");
+    drop(first);
+    let mut saved = Index::load(&index).unwrap();
+    let checked = saved.verdicts.len();
+    assert!(checked > 0, "the checks made are saved");
+
+    // Plant the opposite verdict on the crop's pair: a run that reuses verdicts follows it.
+    let sha = |name: &str| saved.entries.iter().find(|e| e.path.ends_with(name)).unwrap().sha256;
+    let (rocket, crop) = (sha("rocket.jpg"), sha("rocket-crop.jpg"));
+    saved.verdicts.insert(&ContainmentRule::default(), &rocket, &crop, false);
+    saved.save(&index).unwrap();
+    let again = Collection::open(Model::bundled().unwrap(), [&root], &at(&index)).unwrap();
+    assert!(!crop_joined(&again), "the kept verdict decides; the pair is not checked again");
+    drop(again);
+    assert_eq!(Index::load(&index).unwrap().verdicts.len(), checked, "nothing new to check or save");
+
+    // Another rule's limits: the kept verdicts do not apply.
+    let mut strict = Collection::open(Model::bundled().unwrap(), [&root], &at(&index)).unwrap();
+    let rule = ContainmentRule { alignment: 0.89, ..ContainmentRule::default() };
+    let groups = strict.groups(&GroupOptions { containment: Some(rule), ..GroupOptions::default() }).unwrap();
+    assert!(groups.iter().flat_map(|g| g.copies()).any(|m| m.entry.path.ends_with("rocket-crop.jpg")));
+
+    // The crop removed: its verdicts are dropped with it at the next save.
+    std::fs::remove_file(root.join("rocket-crop.jpg")).unwrap();
+    strict.refresh(&RefreshOptions::default()).unwrap();
+    drop(strict);
+    let kept = Index::load(&index).unwrap();
+    assert!(kept.verdicts.get(&rule, &rocket, &crop).is_none());
+}
