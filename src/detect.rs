@@ -236,19 +236,17 @@ fn duplicate_pairs(
     candidates.sort_by_key(|p| (p.a, p.b));
     candidates.dedup_by_key(|p| (p.a, p.b));
     let hashes = |p: &Pair| (&entries[p.a].sha256, &entries[p.b].sha256);
-    let (known, unknown): (Vec<Pair>, Vec<Pair>) = candidates.into_iter().partition(|p| {
-        let (a, b) = hashes(p);
-        verdicts.get(rule, a, b).is_some()
-    });
+    let (mut contained, mut unknown) = (Vec::new(), Vec::new());
+    for p in candidates {
+        let (a, b) = hashes(&p);
+        match verdicts.get(rule, a, b) {
+            Some(true) => contained.push(p),
+            Some(false) => {}
+            None => unknown.push(p),
+        }
+    }
     let reached: Vec<(Pair, bool)> =
         unknown.into_par_iter().map(|p| (p, rule.contains(&entries[p.a].thumb, &entries[p.b].thumb))).collect();
-    let mut contained: Vec<Pair> = known
-        .into_iter()
-        .filter(|p| {
-            let (a, b) = hashes(p);
-            verdicts.get(rule, a, b) == Some(true)
-        })
-        .collect();
     for (p, verdict) in reached {
         let (a, b) = hashes(&p);
         verdicts.insert(rule, a, b, verdict);

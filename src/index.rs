@@ -202,8 +202,13 @@ impl Index {
 
     /// Writes the index atomically (a crash leaves the old index or the new one).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        FORMAT.save(self, path)
+        let parts = IndexParts {
+            model: &self.model,
+            invariance: &self.invariance,
+            entries: &self.entries,
+            verdicts: &self.verdicts,
+        };
+        parts.save(path.as_ref())
     }
 
     /// Checks that the embeddings came from `model` (under its invariance) and have its length.
