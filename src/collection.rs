@@ -23,6 +23,7 @@ use crate::contain::{hash_key, Verdicts};
 use crate::detect::{self, Group, GroupOptions, Neighbour, Outlier, OutlierOptions};
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index, IndexParts};
+use crate::neighbours::{Neighbours, Scope, KEPT};
 use crate::scan::{self, RefreshOptions, RefreshReport};
 use crate::search::{Purpose, Search, SearchKind};
 use crate::store::{self, FileLock};
@@ -72,12 +73,22 @@ impl Default for QueryOptions {
 #[derive(Debug)]
 pub struct Collection {
     model: Model,
-    /// The images and what made them (its verdicts moved to `verdicts`).
+    /// The images and what made them (its verdicts and lists moved to `kept`).
     index: Index,
-    /// Containment verdicts: kept with the index, added to while groups are found.
-    verdicts: Mutex<Verdicts>,
+    /// What is learnt about the images while questions are answered, kept with the index.
+    kept: Mutex<Kept>,
     roots: Vec<PathBuf>,
     store: Option<Store>,
+}
+
+/// Containment verdicts and neighbour lists: added to and brought up to date while groups and
+/// outliers are found, so that a later answer repeats no work.
+#[derive(Debug, Default)]
+struct Kept {
+    verdicts: Verdicts,
+    neighbours: Neighbours,
+    /// Whether the lists changed since the index was last written.
+    unsaved: bool,
 }
 
 /// The index file behind a collection.
@@ -122,8 +133,10 @@ impl Collection {
     }
 
     fn new(model: Model, mut index: Index, roots: Vec<PathBuf>, store: Option<Store>) -> Collection {
-        let verdicts = Mutex::new(std::mem::take(&mut index.verdicts));
-        Collection { model, index, verdicts, roots, store }
+        let verdicts = std::mem::take(&mut index.verdicts);
+        let neighbours = std::mem::take(&mut index.neighbours);
+        let kept = Mutex::new(Kept { verdicts, neighbours, unsaved: false });
+        Collection { model, index, kept, roots, store }
     }
 
     /// An existing index, read only (no lock, no refresh): for queries against a collection
@@ -152,15 +165,19 @@ impl Collection {
         let mut report = scan::update(&mut self.index, &files, &self.model, options);
         report.errors.splice(0..0, walk_errors);
         let changed = report.embedded > 0 || report.removed > 0;
+        let kept = self.kept.get_mut().unwrap_or_else(PoisonError::into_inner);
         if changed {
             let present: HashSet<u64> = self.index.entries.iter().map(|e| hash_key(&e.sha256)).collect();
-            self.verdicts.get_mut().unwrap_or_else(PoisonError::into_inner).retain(&present);
+            kept.verdicts.retain(&present);
         }
-        if self.store.as_ref().is_some_and(|s| s.unsaved || changed) {
-            self.save()?;
-            if let Some(store) = &mut self.store {
-                store.unsaved = false;
-            }
+        if !report.stopped {
+            let contents = detect::contents_of(&self.index.entries);
+            let scope = kept_scope(&self.model, options.search, contents.len());
+            kept.unsaved |= kept.neighbours.sync(&contents, &self.model, scope)? > 0;
+        }
+        if let Some(store) = self.store.as_mut().filter(|s| s.unsaved || changed || kept.unsaved) {
+            write(store, &self.index, kept)?;
+            (store.unsaved, kept.unsaved) = (false, false);
         }
         Ok(report)
     }
@@ -168,34 +185,51 @@ impl Collection {
     /// Duplicate groups (see [`crate::detect`] for the rule). The containment checks made are
     /// kept with the index (saved when there are new ones), so that no pair is checked twice.
     pub fn groups(&self, options: &GroupOptions) -> Result<Vec<Group<'_>>> {
-        let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
-        let known = verdicts.recorded();
-        let groups = detect::groups_knowing(&self.index.entries, &self.model, options, &mut verdicts)?;
-        let grew = verdicts.recorded() != known;
-        drop(verdicts);
-        if grew && self.store.as_ref().is_some_and(|s| s.lock.is_some()) {
-            self.save()?;
-        }
-        Ok(groups)
+        let entries = &self.index.entries;
+        self.answer(
+            options.search,
+            |n| options.scope(&self.model, n),
+            |lists, verdicts| detect::groups_from(entries, &self.model, options, lists, verdicts),
+        )
     }
 
-    /// Writes the index with its verdicts.
-    fn save(&self) -> Result<()> {
-        let Some(store) = &self.store else { return Ok(()) };
-        let verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = &self.index;
-        let parts = IndexParts {
-            model: &index.model,
-            invariance: &index.invariance,
-            entries: &index.entries,
-            verdicts: &verdicts,
+    /// Runs `answer` on neighbour lists that cover what `need` says (given the number of
+    /// distinct images): the kept ones, brought up to date first, where they do; otherwise
+    /// lists computed for this question alone. Writes the index when the lists changed or new
+    /// verdicts were reached (unless read-only).
+    fn answer<T>(
+        &self,
+        search: SearchKind,
+        need: impl FnOnce(usize) -> Result<Scope>,
+        answer: impl FnOnce(&Neighbours, &mut Verdicts) -> Result<T>,
+    ) -> Result<T> {
+        let contents = detect::contents_of(&self.index.entries);
+        let (need, kept_scope) = (need(contents.len())?, kept_scope(&self.model, search, contents.len()));
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = &mut *kept;
+        let known = kept.verdicts.recorded();
+        let out = if kept_scope.covers(&need) {
+            kept.unsaved |= kept.neighbours.sync(&contents, &self.model, kept_scope)? > 0;
+            answer(&kept.neighbours, &mut kept.verdicts)?
+        } else {
+            answer(&Neighbours::compute(&contents, &self.model, need)?, &mut kept.verdicts)?
         };
-        parts.save(&store.path)
+        let writable = self.store.as_ref().filter(|s| s.lock.is_some());
+        if let Some(store) = writable.filter(|_| kept.unsaved || kept.verdicts.recorded() != known) {
+            write(store, &self.index, kept)?;
+            kept.unsaved = false;
+        }
+        Ok(out)
     }
 
     /// Outliers, highest score first (see [`crate::detect`] for the rule).
     pub fn outliers(&self, options: &OutlierOptions) -> Result<Vec<Outlier<'_>>> {
-        detect::outliers(&self.index.entries, &self.model, options)
+        let entries = &self.index.entries;
+        self.answer(
+            options.search,
+            |n| Ok(options.scope(&self.model, n)),
+            |lists, _| Ok(detect::outliers_from(entries, options, lists)),
+        )
     }
 
     /// The nearest indexed images of each of `images` (which are not added), nearest first:
@@ -245,6 +279,24 @@ impl Collection {
     pub fn index_path(&self) -> Option<&Path> {
         self.store.as_ref().map(|s| s.path.as_path())
     }
+}
+
+/// Writes `index` with what is kept to its store.
+fn write(store: &Store, index: &Index, kept: &Kept) -> Result<()> {
+    let parts = IndexParts {
+        model: &index.model,
+        invariance: &index.invariance,
+        entries: &index.entries,
+        verdicts: &kept.verdicts,
+        neighbours: &kept.neighbours,
+    };
+    parts.save(&store.path)
+}
+
+/// The lists a collection keeps, found with `search` among `contents` distinct images: all
+/// within the model's threshold and the [`KEPT`] nearest.
+fn kept_scope(model: &Model, search: SearchKind, contents: usize) -> Scope {
+    Scope { radius: model.meta().threshold, count: KEPT, exact: Scope::exact_search(search, contents, model) }
 }
 
 /// The cache's index for `roots`: one per set of folders, named by a hash of their resolved

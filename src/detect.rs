@@ -17,16 +17,15 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
-use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::contain::{ContainmentRule, Verdicts};
+use crate::contain::{hash_key, ContainmentRule, Verdicts};
 use crate::error::{Error, Result};
 use crate::index::Entry;
-use crate::search::{Hit, Purpose, Search, SearchKind};
-use crate::{squared_euclidean, Model};
+use crate::neighbours::{self, Neighbours, Scope};
+use crate::search::{Hit, SearchKind};
+use crate::Model;
 
 /// One member of a duplicate group.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +94,15 @@ impl GroupOptions {
             Err(Error::Threshold { value })
         }
     }
+
+    /// What the neighbour lists must hold to group `contents` distinct images with `model`.
+    pub(crate) fn scope(&self, model: &Model, contents: usize) -> Result<Scope> {
+        Ok(Scope {
+            radius: self.threshold(model)?,
+            count: self.containment.map_or(0, |r| r.neighbours.min(contents)),
+            exact: Scope::exact_search(self.search, contents, model),
+        })
+    }
 }
 
 /// The order in which images are preferred as the one to keep: more pixels, then older, then
@@ -107,15 +115,24 @@ fn keep_order(a: &Entry, b: &Entry) -> Ordering {
 /// Duplicate groups among `entries` under `model`'s distance, as `options` say (see the module
 /// documentation for the rule). Groups come in the keep order of their first member.
 pub fn duplicate_groups<'a>(entries: &'a [Entry], model: &Model, options: &GroupOptions) -> Result<Vec<Group<'a>>> {
-    groups_knowing(entries, model, options, &mut Verdicts::default())
+    let contents = contents_of(entries);
+    let lists = Neighbours::compute(&contents, model, options.scope(model, contents.len())?)?;
+    groups_from(entries, model, options, &lists, &mut Verdicts::default())
 }
 
-/// [`duplicate_groups`], taking the containment verdicts from `verdicts` where it has them and
-/// adding those it reaches.
-pub(crate) fn groups_knowing<'a>(
+/// Each distinct content of `entries` (by key) and its embedding.
+pub(crate) fn contents_of(entries: &[Entry]) -> Vec<neighbours::Content<'_>> {
+    neighbours::contents(entries.iter().map(|e| (hash_key(&e.sha256), e.embedding.as_slice())))
+}
+
+/// [`duplicate_groups`] from neighbour lists that cover `options` (see [`GroupOptions::scope`]),
+/// taking the containment verdicts from `verdicts` where it has them and adding those it
+/// reaches.
+pub(crate) fn groups_from<'a>(
     entries: &'a [Entry],
     model: &Model,
     options: &GroupOptions,
+    lists: &Neighbours,
     verdicts: &mut Verdicts,
 ) -> Result<Vec<Group<'a>>> {
     let threshold = options.threshold(model)?;
@@ -132,8 +149,7 @@ pub(crate) fn groups_knowing<'a>(
         }
         copies.push(i);
     }
-    let vectors: Vec<&[f32]> = reps.iter().map(|&i| entries[i].embedding.as_slice()).collect();
-    let found = neighbourhood(&vectors, model, threshold, options)?;
+    let found = neighbourhood(entries, &reps, lists, threshold, rule);
     let near = duplicate_pairs(entries, &reps, found, Checks { threshold, rule, verdicts });
     let mut grouped = vec![false; entries.len()];
     let mut groups = Vec::new();
@@ -186,13 +202,13 @@ impl Pair {
     }
 }
 
-/// What grouping needs from the neighbour search.
+/// What grouping needs from the neighbour lists.
 struct Neighbourhood {
     /// Pairs of representatives (by position) within the threshold, each unordered pair once.
     near: Vec<Pair>,
-    /// With a containment rule, each representative's nearest others (by position in the
-    /// representatives) within the rule's reach, nearest first, at most the rule's number of
-    /// neighbours; otherwise empty.
+    /// Each representative's nearest others (by position in the representatives) within the
+    /// containment rule's reach, nearest first, at most the rule's number of neighbours; empty
+    /// without a rule.
     nearest: Vec<Vec<Hit>>,
 }
 
@@ -261,155 +277,36 @@ fn duplicate_pairs(
     near
 }
 
-/// The neighbour search for grouping. Exact search visits each unordered pair once; through the
-/// HNSW graph each representative asks for its neighbours within the threshold (a pair found
-/// from either side is kept once) and, with a rule, for its nearest.
-fn neighbourhood(vectors: &[&[f32]], model: &Model, threshold: f32, options: &GroupOptions) -> Result<Neighbourhood> {
-    let search = Search::new(vectors.to_vec(), model, options.search, Purpose::Grouping);
-    let (k, reach) =
-        options.containment.as_ref().map_or((0, threshold), |r| (r.neighbours, threshold * r.max_distance.max(1.0)));
-    if !search.is_hnsw() {
-        return exact_neighbourhood(vectors, model, threshold, Reach { k, distance: reach });
-    }
-    let rows: Vec<Result<(Vec<Pair>, Vec<Hit>)>> = (0..vectors.len())
-        .into_par_iter()
-        .map(|a| {
-            let near = search.within(vectors[a], threshold)?;
-            let near = near.into_iter().filter(|h| h.index != a).map(|h| Pair::new(a, h.index, h.distance)).collect();
-            let nearest = if k == 0 { Vec::new() } else { search.nearest(vectors[a], k + 1)? };
-            Ok((near, nearest.into_iter().filter(|h| h.index != a && h.distance <= reach).take(k).collect()))
-        })
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    let mut found = Neighbourhood { near: Vec::new(), nearest: Vec::new() };
-    for row in rows {
-        let (near, nearest) = row?;
-        found.near.extend(near.into_iter().filter(|p: &Pair| seen.insert((p.a, p.b))));
-        found.nearest.push(nearest);
-    }
-    Ok(found)
-}
-
-/// The `k` nearest offered so far within some reach, by distance then position, whatever the
-/// order of the offers; shared between the threads of an exact search.
-struct Nearest {
-    k: usize,
-    /// The distance of the `k`-th nearest once there are `k` (as `f32` bits), so that most
-    /// offers are turned away without taking the lock.
-    bound: AtomicU32,
-    list: Mutex<Vec<(f32, usize)>>,
-}
-
-impl Nearest {
-    fn new(k: usize) -> Nearest {
-        Nearest { k, bound: AtomicU32::new(f32::INFINITY.to_bits()), list: Mutex::new(Vec::with_capacity(k)) }
-    }
-
-    fn offer(&self, d: f32, j: usize) {
-        if self.k == 0 || d > f32::from_bits(self.bound.load(AtomicOrdering::Relaxed)) {
-            return;
-        }
-        let mut list = self.list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let later = |x: &(f32, usize), y: &(f32, usize)| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1));
-        if list.len() < self.k {
-            list.push((d, j));
-        } else if let Some((at, worst)) = list.iter().copied().enumerate().max_by(|x, y| later(&x.1, &y.1)) {
-            if later(&(d, j), &worst) == Ordering::Less {
-                list[at] = (d, j);
+/// The pairs within the threshold and each representative's nearest within the rule's reach,
+/// read from the lists (by position in `reps`).
+fn neighbourhood(
+    entries: &[Entry],
+    reps: &[usize],
+    lists: &Neighbours,
+    threshold: f32,
+    rule: Option<&ContainmentRule>,
+) -> Neighbourhood {
+    let (k, reach) = rule.map_or((0, threshold), |r| (r.neighbours, threshold * r.max_distance.max(1.0)));
+    let key = |i: usize| hash_key(&entries[i].sha256);
+    let position: HashMap<u64, usize> = reps.iter().enumerate().map(|(p, &i)| (key(i), p)).collect();
+    let mut found = Neighbourhood { near: Vec::new(), nearest: Vec::with_capacity(reps.len()) };
+    for (a, &i) in reps.iter().enumerate() {
+        let mut nearest = Vec::new();
+        for n in lists.list(key(i)) {
+            let Some(&b) = position.get(&n.key) else { continue };
+            if n.distance <= threshold {
+                found.near.push(Pair::new(a, b, n.distance));
+            }
+            if nearest.len() < k && n.distance <= reach {
+                nearest.push(Hit { index: b, distance: n.distance });
             }
         }
-        if list.len() == self.k {
-            let worst = list.iter().map(|x| x.0).fold(f32::NEG_INFINITY, f32::max);
-            self.bound.store(worst.to_bits(), AtomicOrdering::Relaxed);
-        }
+        found.nearest.push(nearest);
     }
-
-    fn into_sorted(self) -> Vec<Hit> {
-        let mut list = self.list.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        list.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-        list.into_iter().map(|(distance, index)| Hit { index, distance }).collect()
-    }
-}
-
-/// How many nearest neighbours the containment check looks at, and how far.
-#[derive(Debug, Clone, Copy)]
-struct Reach {
-    k: usize,
-    distance: f32,
-}
-
-/// Exact search for [`neighbourhood`] over the representatives' `vectors`: the pairs within
-/// `threshold` and each one's `reach.k` nearest within `reach.distance`. Where the model's
-/// distance is plain Euclidean per view (the usual case, see `Model::plain_views`), views are
-/// compared by squared distance against the squared reach less their margin, in blocks.
-fn exact_neighbourhood(vectors: &[&[f32]], model: &Model, threshold: f32, reach: Reach) -> Result<Neighbourhood> {
-    let (k, reach) = (reach.k, reach.distance);
-    let n = vectors.len();
-    let nearest: Vec<Nearest> = (0..n).map(|_| Nearest::new(k)).collect();
-    let visit = |a: usize, b: usize, d: f32, hits: &mut Vec<Pair>| {
-        if d <= threshold {
-            hits.push(Pair { a, b, distance: d });
-        }
-        if d <= reach {
-            nearest[a].offer(d, b);
-            nearest[b].offer(d, a);
-        }
-    };
-    let (dim, len) = (model.meta().embedding_dim, model.embedding_len());
-    let views = model.plain_views().filter(|_| vectors.iter().all(|v| v.len() == len));
-    let rows: Vec<Result<Vec<Pair>>> = match views {
-        None => (0..n)
-            .into_par_iter()
-            .map(|a| {
-                let mut hits = Vec::new();
-                for b in a + 1..n {
-                    visit(a, b, model.distance(vectors[a], vectors[b])?, &mut hits);
-                }
-                Ok(hits)
-            })
-            .collect(),
-        Some(views) => {
-            // (offset, margin, squared radius) of each view that can come within reach at all.
-            let views: Vec<(usize, f32, f32)> = views
-                .into_iter()
-                .filter(|(_, margin)| *margin <= reach)
-                .map(|(offset, margin)| (offset, margin, (reach - margin) * (reach - margin)))
-                .collect();
-            // One contiguous matrix, compared in blocks of rows: each column vector is loaded
-            // once per block rather than once per row, which keeps the loop out of main memory.
-            const ROWS: usize = 32;
-            let matrix: Vec<f32> = vectors.iter().flat_map(|v| v.iter().copied()).collect();
-            let row = |a: usize| &matrix[a * len..][..len];
-            (0..n.div_ceil(ROWS))
-                .into_par_iter()
-                .map(|block| {
-                    let first = block * ROWS;
-                    let rows = first..(first + ROWS).min(n);
-                    let mut hits = Vec::new();
-                    for b in first + 1..n {
-                        let y = row(b);
-                        for a in rows.start..rows.end.min(b) {
-                            let x = row(a);
-                            let mut best = f32::INFINITY;
-                            for &(offset, margin, r2) in &views {
-                                let sq = squared_euclidean(&x[offset..][..dim], &y[offset..][..dim]);
-                                if sq <= r2 {
-                                    best = best.min(sq.sqrt() + margin);
-                                }
-                            }
-                            visit(a, b, best, &mut hits);
-                        }
-                    }
-                    Ok(hits)
-                })
-                .collect()
-        }
-    };
-    let mut near = Vec::new();
-    for row in rows {
-        near.extend(row?);
-    }
-    Ok(Neighbourhood { near, nearest: nearest.into_iter().map(Nearest::into_sorted).collect() })
+    // Each pair is in both lists.
+    found.near.sort_by_key(|p| (p.a, p.b));
+    found.near.dedup_by_key(|p| (p.a, p.b));
+    found
 }
 
 /// An image's outlier score.
@@ -460,41 +357,58 @@ impl Default for OutlierOptions {
 
 /// Outliers among `entries` under `model`'s distance, as `options` say, highest score first.
 pub fn outliers<'a>(entries: &'a [Entry], model: &Model, options: &OutlierOptions) -> Result<Vec<Outlier<'a>>> {
-    let OutlierOptions { k, rule, search: kind } = *options;
-    let mut copies: HashMap<[u8; 32], usize> = HashMap::new();
-    for e in entries {
-        *copies.entry(e.sha256).or_default() += 1;
+    let contents = contents_of(entries);
+    let lists = Neighbours::compute(&contents, model, options.scope(model, contents.len()))?;
+    Ok(outliers_from(entries, options, &lists))
+}
+
+impl OutlierOptions {
+    /// What the neighbour lists must hold to score `contents` distinct images with `model`.
+    pub(crate) fn scope(&self, model: &Model, contents: usize) -> Scope {
+        let count = self.k.clamp(1, contents.max(2) - 1);
+        Scope { radius: 0.0, count, exact: Scope::exact_search(self.search, contents, model) }
     }
-    let search =
-        Search::new(entries.iter().map(|e| e.embedding.as_slice()).collect(), model, kind, Purpose::Neighbours);
-    // More neighbours than there are other images is all of them (and k + copies cannot wrap).
+}
+
+/// [`outliers`] from neighbour lists that cover `options` (see [`OutlierOptions::scope`]): an
+/// image's neighbours are the images of the contents in its content's list, in that order.
+pub(crate) fn outliers_from<'a>(
+    entries: &'a [Entry],
+    options: &OutlierOptions,
+    lists: &Neighbours,
+) -> Vec<Outlier<'a>> {
+    let OutlierOptions { k, rule, .. } = *options;
+    let mut copies: HashMap<u64, Vec<&Entry>> = HashMap::new();
+    for e in entries {
+        copies.entry(hash_key(&e.sha256)).or_default().push(e);
+    }
+    // More neighbours than there are other images is all of them.
     let k = k.clamp(1, entries.len().max(2) - 1);
-    let scored: Vec<Result<Outlier>> = entries
+    let mut all: Vec<Outlier> = entries
         .par_iter()
         .map(|e| {
-            // Its own byte copies (itself included) come first, at distance 0; skip past them.
-            let hits = search.nearest(&e.embedding, k + copies[&e.sha256])?;
-            let neighbours: Vec<Neighbour> = hits
-                .into_iter()
-                .map(|h| Neighbour { entry: &entries[h.index], distance: h.distance })
-                .filter(|n| n.entry.sha256 != e.sha256)
+            let neighbours: Vec<Neighbour> = lists
+                .list(hash_key(&e.sha256))
+                .iter()
+                .flat_map(|n| {
+                    copies.get(&n.key).into_iter().flatten().map(|entry| Neighbour { entry, distance: n.distance })
+                })
                 .take(k)
                 .collect();
             let n = neighbours.len().max(1) as f32;
-            Ok(Outlier { entry: e, score: neighbours.iter().map(|h| h.distance).sum::<f32>() / n, neighbours })
+            Outlier { entry: e, score: neighbours.iter().map(|h| h.distance).sum::<f32>() / n, neighbours }
         })
         .collect();
-    let mut all: Vec<Outlier> = scored.into_iter().collect::<Result<_>>()?;
     let scores: Vec<f32> = all.iter().map(|o| o.score).collect();
     // Entries are sorted by path, so ties go by path.
     all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.entry.path.cmp(&b.entry.path)));
-    Ok(match rule {
+    match rule {
         OutlierRule::Top(n) => all.into_iter().take(n).collect(),
         OutlierRule::Robust => {
             let cut = robust_cut(&scores);
             all.into_iter().filter(|o| o.score > cut).collect()
         }
-    })
+    }
 }
 
 /// `median + 3 x 1.4826 x MAD`: three standard deviations for normal data, unmoved by the
@@ -523,64 +437,5 @@ mod tests {
         scores.push(10.0);
         let cut = robust_cut(&scores);
         assert!(cut > 1.04 && cut < 2.0, "cut {cut}");
-    }
-
-    #[test]
-    fn block_comparison_of_views_agrees_with_the_models_distance_and_ranks_the_nearest() {
-        use crate::tower::{self, SplitMix64, TowerSpec, TowerWeights};
-        let spec = TowerSpec::photo(4);
-        let mut meta = tower::untrained_meta(&spec).unwrap();
-        meta.grey_margin = Some(0.3);
-        let bytes = tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 1).unwrap(), &meta).unwrap();
-        let model = Model::from_bytes(&bytes, "m").unwrap();
-        assert_eq!(model.embedding_len(), 8);
-        let mut rng = SplitMix64::new(4);
-        let entries: Vec<Entry> = (0..150u8)
-            .map(|i| Entry {
-                path: format!("{i}.png").into(),
-                size: 1,
-                modified_ns: 0,
-                sha256: [i; 32],
-                dims: (1, 1),
-                embedding: (0..8).map(|_| rng.next_f32()).collect(),
-                thumb: crate::contain::Thumb::of(&image::DynamicImage::new_luma8(1, 1)),
-            })
-            .collect();
-        let vectors: Vec<&[f32]> = entries.iter().map(|e| e.embedding.as_slice()).collect();
-        let (threshold, k, reach) = (0.5, 12, 0.55);
-        let found = exact_neighbourhood(&vectors, &model, threshold, Reach { k, distance: reach }).unwrap();
-        let mut fast = found.near;
-        fast.sort_by_key(|p| (p.a, p.b));
-        let mut slow = Vec::new();
-        let mut by_grey = 0;
-        for a in 0..entries.len() {
-            for b in a + 1..entries.len() {
-                let (x, y) = (&entries[a].embedding, &entries[b].embedding);
-                let d = model.distance(x, y).unwrap();
-                if d <= threshold {
-                    slow.push(Pair { a, b, distance: d });
-                    by_grey += usize::from(crate::squared_euclidean(&x[..4], &y[..4]).sqrt() > threshold);
-                }
-            }
-        }
-        // Each one's k nearest within reach, by distance then position.
-        for (a, got) in found.nearest.iter().enumerate() {
-            let mut all: Vec<(usize, f32)> = (0..entries.len())
-                .filter(|&b| b != a)
-                .map(|b| (b, model.distance(vectors[a], vectors[b]).unwrap()))
-                .filter(|h| h.1 <= reach)
-                .collect();
-            all.sort_by(|x, y| x.1.total_cmp(&y.1).then(x.0.cmp(&y.0)));
-            all.truncate(k);
-            assert_eq!(got.iter().map(|h| h.index).collect::<Vec<_>>(), all.iter().map(|h| h.0).collect::<Vec<_>>());
-            assert!(got.iter().zip(&all).all(|(g, w)| (g.distance - w.1).abs() < 1e-5));
-        }
-        let lens: Vec<usize> = found.nearest.iter().map(Vec::len).collect();
-        assert!(lens.contains(&k) && lens.iter().any(|&l| l < k), "{lens:?}");
-        assert!(by_grey > 0 && slow.len() > by_grey, "{} pairs, {by_grey} only through the grey view", slow.len());
-        assert_eq!(fast.len(), slow.len());
-        for (f, s) in fast.iter().zip(&slow) {
-            assert!(f.a == s.a && f.b == s.b && (f.distance - s.distance).abs() < 1e-5, "{f:?} vs {s:?}");
-        }
     }
 }

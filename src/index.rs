@@ -1,6 +1,7 @@
 //! The collection index: per image its path, size, modification time, content hash, embedding
 //! and grey thumbnail (for the containment check), plus the fingerprint of the model (and the
-//! invariance) that made the embeddings and the containment verdicts already reached.
+//! invariance) that made the embeddings, the containment verdicts already reached and each
+//! image's nearest others ([`crate::neighbours`]).
 //!
 //! On disk: the magic `TWSCNIDX`, the format version, the SHA-256 of the payload, then the
 //! [`Index`] encoded with postcard, saved atomically (see [`crate::store`]). Writers take a
@@ -12,17 +13,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::contain::{Thumb, Verdicts};
 use crate::error::{Error, Result};
+use crate::neighbours::Neighbours;
 use crate::store::{short, Format};
 use crate::Model;
 
-/// Version of the index layout. Version 2 (no containment verdicts) is read and migrated, its
-/// embeddings kept; any other version is refused.
-pub const INDEX_VERSION: u32 = 3;
+/// Version of the index layout. Versions 2 (no containment verdicts) and 3 (no neighbour lists)
+/// are read and migrated, their embeddings kept; any other version is refused.
+pub const INDEX_VERSION: u32 = 4;
 
 const FORMAT: Format = Format {
     magic: b"TWSCNIDX",
     version: INDEX_VERSION,
-    older: &[2],
+    older: &[2, 3],
     name: "index",
     error: |path, reason| Error::Index { path: path.into(), reason },
 };
@@ -58,6 +60,8 @@ pub struct Index {
     pub entries: Vec<Entry>,
     /// The containment checks already made on pairs of these images.
     pub verdicts: Verdicts,
+    /// Each distinct image's nearest others.
+    pub neighbours: Neighbours,
 }
 
 /// Version 2 of the layout: an index without verdicts.
@@ -68,6 +72,15 @@ struct IndexV2 {
     entries: Vec<Entry>,
 }
 
+/// Version 3 of the layout: an index without neighbour lists.
+#[derive(Deserialize)]
+struct IndexV3 {
+    model: String,
+    invariance: String,
+    entries: Vec<Entry>,
+    verdicts: Verdicts,
+}
+
 /// An index as saved, borrowed from its parts (the same fields in the same order as [`Index`],
 /// which postcard encodes by position), so that a collection can save without assembling one.
 #[derive(Serialize)]
@@ -76,6 +89,7 @@ pub(crate) struct IndexParts<'a> {
     pub invariance: &'a str,
     pub entries: &'a [Entry],
     pub verdicts: &'a Verdicts,
+    pub neighbours: &'a Neighbours,
 }
 
 impl IndexParts<'_> {
@@ -141,7 +155,13 @@ fn invalid(path: &Path, reason: impl Into<String>) -> Error {
 impl Index {
     /// An empty index for embeddings from `model` under `invariance`.
     pub fn new(model: &str, invariance: &str) -> Index {
-        Index { model: model.into(), invariance: invariance.into(), entries: Vec::new(), verdicts: Verdicts::default() }
+        Index {
+            model: model.into(),
+            invariance: invariance.into(),
+            entries: Vec::new(),
+            verdicts: Verdicts::default(),
+            neighbours: Neighbours::default(),
+        }
     }
 
     /// Reads an index and checks its magic, version, checksum and contents (entries sorted by
@@ -162,12 +182,17 @@ impl Index {
         Ok(index)
     }
 
-    /// This version's index, or one of version 2 migrated (its verdicts start empty).
+    /// This version's index, or an older one migrated (what it lacks starts empty).
     fn read<R: std::io::Read + std::io::Seek>(r: R, path: &Path) -> Result<Index> {
+        let neighbours = Neighbours::default();
         match FORMAT.open(r, path)? {
             (2, payload) => {
                 let IndexV2 { model, invariance, entries } = payload.decode()?;
-                Ok(Index { model, invariance, entries, verdicts: Verdicts::default() })
+                Ok(Index { model, invariance, entries, verdicts: Verdicts::default(), neighbours })
+            }
+            (3, payload) => {
+                let IndexV3 { model, invariance, entries, verdicts } = payload.decode()?;
+                Ok(Index { model, invariance, entries, verdicts, neighbours })
             }
             (_, payload) => payload.decode(),
         }
@@ -192,7 +217,7 @@ impl Index {
                 return bad("out of order or repeated".into());
             }
         }
-        Ok(())
+        self.neighbours.validate().map_err(|reason| invalid(path, reason))
     }
 
     /// The index's bytes as [`Index::save`] writes them.
@@ -207,6 +232,7 @@ impl Index {
             invariance: &self.invariance,
             entries: &self.entries,
             verdicts: &self.verdicts,
+            neighbours: &self.neighbours,
         };
         parts.save(path.as_ref())
     }
@@ -322,21 +348,26 @@ mod tests {
         let err = Index::from_bytes(&bytes, path).unwrap_err();
         // An `Index` error, which the command line answers with its way out (a rebuild).
         assert!(matches!(err, Error::Index { .. }), "{err:?}");
-        assert!(err.to_string().contains("index format 1, this build reads 3"), "{err}");
+        assert!(err.to_string().contains("index format 1, this build reads 4"), "{err}");
     }
 
     #[test]
-    fn an_index_of_format_2_is_migrated_keeping_its_entries() {
+    fn indexes_of_formats_2_and_3_are_migrated_keeping_their_entries() {
         use sha2::{Digest, Sha256};
         let old = sample();
-        // Format 2: the same fields without the verdicts, encoded by position.
-        let payload = postcard::to_allocvec(&(&old.model, &old.invariance, &old.entries)).unwrap();
-        let mut bytes = b"TWSCNIDX".to_vec();
-        bytes.extend(2u32.to_le_bytes());
-        bytes.extend(Sha256::digest(&payload));
-        bytes.extend(payload);
-        let migrated = Index::from_bytes(&bytes, Path::new("v2.twinscan")).unwrap();
-        assert_eq!(migrated, old);
-        assert!(migrated.verdicts.is_empty());
+        // The fields of each format, encoded by position: 2 without verdicts, 3 without lists.
+        let payloads = [
+            (2u32, postcard::to_allocvec(&(&old.model, &old.invariance, &old.entries)).unwrap()),
+            (3, postcard::to_allocvec(&(&old.model, &old.invariance, &old.entries, &old.verdicts)).unwrap()),
+        ];
+        for (version, payload) in payloads {
+            let mut bytes = b"TWSCNIDX".to_vec();
+            bytes.extend(version.to_le_bytes());
+            bytes.extend(Sha256::digest(&payload));
+            bytes.extend(payload);
+            let migrated = Index::from_bytes(&bytes, Path::new("old.twinscan")).unwrap();
+            assert_eq!(migrated, old, "format {version}");
+            assert!(migrated.verdicts.is_empty() && migrated.neighbours.is_empty());
+        }
     }
 }

@@ -62,6 +62,7 @@ pub mod index;
 mod invariance;
 mod jpeg_markers;
 mod model;
+pub mod neighbours;
 mod preprocess;
 mod safe_fs;
 pub mod scan;

@@ -77,11 +77,20 @@ pub struct RefreshOptions<'a> {
     pub stop: Option<&'a AtomicBool>,
     /// Called as `progress(done, total)` after each batch (`total`: the files to embed).
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+    /// The search that keeps each image's nearest others up to date (see
+    /// [`crate::neighbours`]); groups and outliers asked with another search find their own.
+    pub search: crate::SearchKind,
 }
 
 impl Default for RefreshOptions<'_> {
     fn default() -> Self {
-        RefreshOptions { follow_links: false, batch: crate::DEFAULT_BATCH * 4, stop: None, progress: None }
+        RefreshOptions {
+            follow_links: false,
+            batch: crate::DEFAULT_BATCH * 4,
+            stop: None,
+            progress: None,
+            search: crate::SearchKind::Auto,
+        }
     }
 }
 
@@ -92,6 +101,7 @@ impl std::fmt::Debug for RefreshOptions<'_> {
             .field("batch", &self.batch)
             .field("stop", &self.stop)
             .field("progress", &self.progress.is_some())
+            .field("search", &self.search)
             .finish()
     }
 }

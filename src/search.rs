@@ -35,10 +35,9 @@ pub enum SearchKind {
 /// collections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// Every vector's neighbours within the duplicate threshold.
+    /// Every vector's nearest others (the neighbour lists that groups and outlier scores are
+    /// read from).
     Grouping,
-    /// Every vector's `k` nearest (outlier scores).
-    Neighbours,
     /// A few outside queries: one exact pass costs less than building the graph.
     Query,
 }
@@ -48,14 +47,12 @@ impl Purpose {
     pub const fn crossover(self) -> usize {
         match self {
             Purpose::Grouping => GROUPING_CROSSOVER,
-            Purpose::Neighbours => NEIGHBOURS_CROSSOVER,
             Purpose::Query => usize::MAX,
         }
     }
 }
 
 const GROUPING_CROSSOVER: usize = 300_000;
-const NEIGHBOURS_CROSSOVER: usize = 50_000;
 
 /// Links per node in the graph (hnsw_rs's `max_nb_connection`).
 const LINKS: usize = 16;

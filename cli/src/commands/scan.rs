@@ -21,8 +21,8 @@ use crate::output::{Format, Printer};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SearchArg {
-    /// Exact below the measured crossover (300,000 images for duplicate groups, 50,000 for
-    /// outliers; never for `query`), the HNSW graph from there on.
+    /// Exact below the measured crossover (300,000 distinct images; never for `query`), the
+    /// HNSW graph from there on.
     Auto,
     /// Compare every pair.
     Exact,
@@ -174,6 +174,7 @@ fn refresh(args: &IndexArgs, roots: &[PathBuf], model: Model) -> Result<(Collect
         follow_links: args.follow_links,
         stop: Some(crate::interrupt::flag()),
         progress: Some(&progress),
+        search: args.search.kind(),
         ..RefreshOptions::default()
     };
     let report = collection.refresh(&options)?;
