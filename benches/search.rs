@@ -15,10 +15,10 @@
 use std::error::Error;
 use std::time::Instant;
 
-use twinscan::contain::Thumb;
 use twinscan::detect::{duplicate_groups, outliers, GroupOptions, OutlierOptions};
 use twinscan::index::Entry;
 use twinscan::search::{Purpose, Search, SearchKind};
+use twinscan::thumbs::Thumbs;
 use twinscan::tower::SplitMix64;
 use twinscan::Model;
 
@@ -118,8 +118,6 @@ fn entries(vectors: &[Vec<f32>]) -> Vec<Entry> {
                 sha256,
                 dims: (64, 64),
                 embedding: v.clone(),
-                // Grouping here is by distance alone (no containment check).
-                thumb: Thumb::of(&image::DynamicImage::new_luma8(1, 1)),
             }
         })
         .collect()
@@ -130,8 +128,9 @@ type Pairs = Vec<(std::path::PathBuf, std::path::PathBuf)>;
 
 fn pairs(entries: &[Entry], model: &Model, kind: SearchKind) -> Result<(Pairs, f64), Box<dyn Error>> {
     let start = Instant::now();
+    // By distance alone: no containment check, so no thumbnails.
     let options = GroupOptions { containment: None, search: kind, ..GroupOptions::default() };
-    let groups = duplicate_groups(entries, model, &options)?;
+    let groups = duplicate_groups(entries, &Thumbs::new(), model, &options)?;
     let seconds = start.elapsed().as_secs_f64();
     let mut out: Pairs =
         groups.iter().flat_map(|g| g.copies().iter().map(|m| (g.keep().path.clone(), m.entry.path.clone()))).collect();

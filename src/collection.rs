@@ -189,7 +189,10 @@ impl Collection {
         self.answer(
             options.search,
             |n| options.scope(&self.model, n),
-            |lists, verdicts| detect::groups_from(entries, &self.model, options, lists, verdicts),
+            |lists, verdicts| {
+                let known = detect::Known { lists, thumbs: &self.index.thumbs, verdicts };
+                detect::groups_from(entries, &self.model, options, known)
+            },
         )
     }
 
@@ -265,6 +268,11 @@ impl Collection {
         &self.index.entries
     }
 
+    /// The images' thumbnails, by content (what the containment check compares).
+    pub fn thumbs(&self) -> &crate::thumbs::Thumbs {
+        &self.index.thumbs
+    }
+
     /// The model that embeds the images.
     pub fn model(&self) -> &Model {
         &self.model
@@ -290,7 +298,7 @@ fn write(store: &Store, index: &Index, kept: &Kept) -> Result<()> {
         verdicts: &kept.verdicts,
         neighbours: &kept.neighbours,
     };
-    parts.save(&store.path)
+    parts.save(&index.thumbs, &store.path)
 }
 
 /// The lists a collection keeps, found with `search` among `contents` distinct images: all

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::index::Entry;
 use crate::neighbours::{self, Neighbours, Scope};
 use crate::search::{Hit, SearchKind};
+use crate::thumbs::Thumbs;
 use crate::Model;
 
 /// One member of a duplicate group.
@@ -114,10 +115,25 @@ fn keep_order(a: &Entry, b: &Entry) -> Ordering {
 
 /// Duplicate groups among `entries` under `model`'s distance, as `options` say (see the module
 /// documentation for the rule). Groups come in the keep order of their first member.
-pub fn duplicate_groups<'a>(entries: &'a [Entry], model: &Model, options: &GroupOptions) -> Result<Vec<Group<'a>>> {
+/// `thumbs` holds the thumbnails the containment check compares.
+pub fn duplicate_groups<'a>(
+    entries: &'a [Entry],
+    thumbs: &Thumbs,
+    model: &Model,
+    options: &GroupOptions,
+) -> Result<Vec<Group<'a>>> {
     let contents = contents_of(entries);
     let lists = Neighbours::compute(&contents, model, options.scope(model, contents.len())?)?;
-    groups_from(entries, model, options, &lists, &mut Verdicts::default())
+    let known = Known { lists: &lists, thumbs, verdicts: &mut Verdicts::default() };
+    groups_from(entries, model, options, known)
+}
+
+/// What grouping reads beside the entries: the neighbour lists, the thumbnails, and the
+/// containment verdicts already reached (to which it adds).
+pub(crate) struct Known<'k> {
+    pub lists: &'k Neighbours,
+    pub thumbs: &'k Thumbs,
+    pub verdicts: &'k mut Verdicts,
 }
 
 /// Each distinct content of `entries` (by key) and its embedding.
@@ -126,15 +142,14 @@ pub(crate) fn contents_of(entries: &[Entry]) -> Vec<neighbours::Content<'_>> {
 }
 
 /// [`duplicate_groups`] from neighbour lists that cover `options` (see [`GroupOptions::scope`]),
-/// taking the containment verdicts from `verdicts` where it has them and adding those it
-/// reaches.
+/// taking the containment verdicts known where there are some and adding those it reaches.
 pub(crate) fn groups_from<'a>(
     entries: &'a [Entry],
     model: &Model,
     options: &GroupOptions,
-    lists: &Neighbours,
-    verdicts: &mut Verdicts,
+    known: Known,
 ) -> Result<Vec<Group<'a>>> {
+    let Known { lists, thumbs, verdicts } = known;
     let threshold = options.threshold(model)?;
     let rule = options.containment.as_ref();
     let mut order: Vec<usize> = (0..entries.len()).collect();
@@ -150,7 +165,7 @@ pub(crate) fn groups_from<'a>(
         copies.push(i);
     }
     let found = neighbourhood(entries, &reps, lists, threshold, rule);
-    let near = duplicate_pairs(entries, &reps, found, Checks { threshold, rule, verdicts });
+    let near = duplicate_pairs(entries, &reps, found, Checks { threshold, rule, verdicts, thumbs })?;
     let mut grouped = vec![false; entries.len()];
     let mut groups = Vec::new();
     for &keep in &reps {
@@ -217,6 +232,7 @@ struct Checks<'r> {
     threshold: f32,
     rule: Option<&'r ContainmentRule>,
     verdicts: &'r mut Verdicts,
+    thumbs: &'r Thumbs,
 }
 
 /// Each representative's duplicates: the pairs within the threshold, and the pairs beyond it
@@ -227,8 +243,8 @@ fn duplicate_pairs(
     reps: &[usize],
     found: Neighbourhood,
     checks: Checks,
-) -> HashMap<usize, Vec<Link>> {
-    let Checks { threshold, rule, verdicts } = checks;
+) -> Result<HashMap<usize, Vec<Link>>> {
+    let Checks { threshold, rule, verdicts, thumbs } = checks;
     let mut near: HashMap<usize, Vec<Link>> = HashMap::new();
     let mut join = |pair: Pair, contained: bool| {
         let distance = pair.distance;
@@ -239,7 +255,7 @@ fn duplicate_pairs(
         join(Pair { a: reps[p.a], b: reps[p.b], distance: p.distance }, false);
     }
     let Some(rule) = rule else {
-        return near;
+        return Ok(near);
     };
     let mut candidates: Vec<Pair> = Vec::new();
     for (a, list) in found.nearest.iter().enumerate() {
@@ -261,8 +277,10 @@ fn duplicate_pairs(
             None => unknown.push(p),
         }
     }
-    let reached: Vec<(Pair, bool)> =
-        unknown.into_par_iter().map(|p| (p, rule.contains(&entries[p.a].thumb, &entries[p.b].thumb))).collect();
+    let reached: Vec<(Pair, bool)> = unknown
+        .into_par_iter()
+        .map(|p| Ok((p, rule.contains(&thumbs.get(&entries[p.a].sha256)?, &thumbs.get(&entries[p.b].sha256)?))))
+        .collect::<Result<_>>()?;
     for (p, verdict) in reached {
         let (a, b) = hashes(&p);
         verdicts.insert(rule, a, b, verdict);
@@ -274,7 +292,7 @@ fn duplicate_pairs(
     for pair in contained {
         join(pair, true);
     }
-    near
+    Ok(near)
 }
 
 /// The pairs within the threshold and each representative's nearest within the rule's reach,

@@ -1,30 +1,34 @@
-//! The collection index: per image its path, size, modification time, content hash, embedding
-//! and grey thumbnail (for the containment check), plus the fingerprint of the model (and the
-//! invariance) that made the embeddings, the containment verdicts already reached and each
-//! image's nearest others ([`crate::neighbours`]).
+//! The collection index: per image its path, size, modification time, content hash and
+//! embedding, plus the fingerprint of the model (and the invariance) that made the embeddings,
+//! the containment verdicts already reached, each image's nearest others
+//! ([`crate::neighbours`]) and where each content's thumbnail is ([`crate::thumbs`]).
 //!
 //! On disk: the magic `TWSCNIDX`, the format version, the SHA-256 of the payload, then the
-//! [`Index`] encoded with postcard, saved atomically (see [`crate::store`]). Writers take a
+//! index encoded with postcard, saved atomically (see [`crate::store`]) after the thumbnails it
+//! names, so that it is the last file of a save written. Writers take a
 //! [`FileLock`](crate::store::FileLock) on it first.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::contain::{Thumb, Verdicts};
+use crate::contain::{hash_key, Thumb, Verdicts};
 use crate::error::{Error, Result};
 use crate::neighbours::Neighbours;
 use crate::store::{short, Format};
+use crate::thumbs::{ThumbTable, Thumbs};
 use crate::Model;
 
-/// Version of the index layout. Versions 2 (no containment verdicts) and 3 (no neighbour lists)
-/// are read and migrated, their embeddings kept; any other version is refused.
-pub const INDEX_VERSION: u32 = 4;
+/// Version of the index layout. Versions 2 (no containment verdicts), 3 (no neighbour lists) and
+/// 4 (thumbnails inside) are read and migrated, their embeddings and thumbnails kept; any other
+/// version is refused.
+pub const INDEX_VERSION: u32 = 5;
 
 const FORMAT: Format = Format {
     magic: b"TWSCNIDX",
     version: INDEX_VERSION,
-    older: &[2, 3],
+    older: &[2, 3, 4],
     name: "index",
     error: |path, reason| Error::Index { path: path.into(), reason },
 };
@@ -45,12 +49,10 @@ pub struct Entry {
     pub dims: (u32, u32),
     /// The embedding ([`crate::Model::embedding_len`] values).
     pub embedding: Vec<f32>,
-    /// The grey thumbnail that [`crate::contain`] compares.
-    pub thumb: Thumb,
 }
 
 /// Every image of a collection and what made their embeddings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Index {
     /// [`crate::Model::fingerprint`] of the model.
     pub model: String,
@@ -62,28 +64,59 @@ pub struct Index {
     pub verdicts: Verdicts,
     /// Each distinct image's nearest others.
     pub neighbours: Neighbours,
+    /// Each distinct image's thumbnail.
+    pub thumbs: Thumbs,
 }
 
-/// Version 2 of the layout: an index without verdicts.
+/// The index as this version stores it (postcard encodes fields by position).
 #[derive(Deserialize)]
-struct IndexV2 {
-    model: String,
-    invariance: String,
-    entries: Vec<Entry>,
-}
-
-/// Version 3 of the layout: an index without neighbour lists.
-#[derive(Deserialize)]
-struct IndexV3 {
+struct IndexFile {
     model: String,
     invariance: String,
     entries: Vec<Entry>,
     verdicts: Verdicts,
+    neighbours: Neighbours,
+    thumbs: ThumbTable,
 }
 
-/// An index as saved, borrowed from its parts (the same fields in the same order as [`Index`],
-/// which postcard encodes by position), so that a collection can save without assembling one.
+/// [`IndexFile`] borrowed from its parts, for writing.
 #[derive(Serialize)]
+struct IndexFileRef<'a> {
+    model: &'a str,
+    invariance: &'a str,
+    entries: &'a [Entry],
+    verdicts: &'a Verdicts,
+    neighbours: &'a Neighbours,
+    thumbs: &'a ThumbTable,
+}
+
+/// An entry of formats 2 to 4, its thumbnail inside.
+#[derive(Deserialize)]
+struct EntryV4 {
+    #[serde(with = "path_bytes")]
+    path: PathBuf,
+    size: u64,
+    modified_ns: u128,
+    sha256: [u8; 32],
+    dims: (u32, u32),
+    embedding: Vec<f32>,
+    thumb: Thumb,
+}
+
+/// Formats 2 to 4: 2 without verdicts, 3 without lists; what a format lacks reads as empty.
+#[derive(Deserialize)]
+struct IndexV4 {
+    model: String,
+    invariance: String,
+    entries: Vec<EntryV4>,
+    #[serde(default)]
+    verdicts: Verdicts,
+    #[serde(default)]
+    neighbours: Neighbours,
+}
+
+/// An index as saved, borrowed from its parts, so that a collection can save without
+/// assembling one.
 pub(crate) struct IndexParts<'a> {
     pub model: &'a str,
     pub invariance: &'a str,
@@ -93,9 +126,19 @@ pub(crate) struct IndexParts<'a> {
 }
 
 impl IndexParts<'_> {
-    /// Writes the index atomically (see [`Index::save`]).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        FORMAT.save(self, path)
+    /// Writes the thumbnails `thumbs` has not stored yet, then the index atomically (see
+    /// [`Index::save`]).
+    pub fn save(&self, thumbs: &Thumbs, path: &Path) -> Result<()> {
+        let live: HashSet<u64> = self.entries.iter().map(|e| hash_key(&e.sha256)).collect();
+        let table = thumbs.flush(path, &live)?;
+        FORMAT.save(&self.file(&table), path)?;
+        thumbs.commit(path, table);
+        Ok(())
+    }
+
+    fn file<'a>(&'a self, thumbs: &'a ThumbTable) -> IndexFileRef<'a> {
+        let IndexParts { model, invariance, entries, verdicts, neighbours } = *self;
+        IndexFileRef { model, invariance, entries, verdicts, neighbours, thumbs }
     }
 }
 
@@ -161,6 +204,7 @@ impl Index {
             entries: Vec::new(),
             verdicts: Verdicts::default(),
             neighbours: Neighbours::default(),
+            thumbs: Thumbs::new(),
         }
     }
 
@@ -182,20 +226,41 @@ impl Index {
         Ok(index)
     }
 
-    /// This version's index, or an older one migrated (what it lacks starts empty).
+    /// This version's index, or an older one migrated (what it lacks starts empty; its
+    /// thumbnails wait to be stored at the next save).
     fn read<R: std::io::Read + std::io::Seek>(r: R, path: &Path) -> Result<Index> {
-        let neighbours = Neighbours::default();
-        match FORMAT.open(r, path)? {
-            (2, payload) => {
-                let IndexV2 { model, invariance, entries } = payload.decode()?;
-                Ok(Index { model, invariance, entries, verdicts: Verdicts::default(), neighbours })
-            }
-            (3, payload) => {
-                let IndexV3 { model, invariance, entries, verdicts } = payload.decode()?;
-                Ok(Index { model, invariance, entries, verdicts, neighbours })
-            }
-            (_, payload) => payload.decode(),
+        let (version, payload) = FORMAT.open(r, path)?;
+        if version == INDEX_VERSION {
+            let f: IndexFile = payload.decode()?;
+            Thumbs::validate(&f.thumbs).map_err(|reason| invalid(path, reason))?;
+            let thumbs = Thumbs::stored(Some(path), f.thumbs, HashMap::new());
+            let (model, invariance, entries) = (f.model, f.invariance, f.entries);
+            return Ok(Index { model, invariance, entries, verdicts: f.verdicts, neighbours: f.neighbours, thumbs });
         }
+        let old: IndexV4 = match version {
+            2 => {
+                let (model, invariance, entries) = payload.decode()?;
+                IndexV4 { model, invariance, entries, verdicts: Verdicts::default(), neighbours: Neighbours::default() }
+            }
+            3 => {
+                let (model, invariance, entries, verdicts) = payload.decode()?;
+                IndexV4 { model, invariance, entries, verdicts, neighbours: Neighbours::default() }
+            }
+            _ => payload.decode()?,
+        };
+        let mut pending = HashMap::new();
+        let entries = old
+            .entries
+            .into_iter()
+            .map(|e| {
+                pending.insert(hash_key(&e.sha256), e.thumb);
+                let EntryV4 { path, size, modified_ns, sha256, dims, embedding, .. } = e;
+                Entry { path, size, modified_ns, sha256, dims, embedding }
+            })
+            .collect();
+        let thumbs = Thumbs::stored(Some(path), ThumbTable::default(), pending);
+        let (model, invariance, verdicts, neighbours) = (old.model, old.invariance, old.verdicts, old.neighbours);
+        Ok(Index { model, invariance, entries, verdicts, neighbours, thumbs })
     }
 
     /// A checksum only proves that a file is what was written; this refuses what no scan writes
@@ -220,21 +285,26 @@ impl Index {
         self.neighbours.validate().map_err(|reason| invalid(path, reason))
     }
 
-    /// The index's bytes as [`Index::save`] writes them.
+    /// The index file's bytes as [`Index::save`] writes them, naming the thumbnails stored
+    /// so far (not those waiting for a save).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        FORMAT.to_bytes(self)
+        FORMAT.to_bytes(&self.parts().file(&self.thumbs.table()))
     }
 
-    /// Writes the index atomically (a crash leaves the old index or the new one).
+    /// Writes the thumbnails not yet stored, then the index atomically: a crash leaves the old
+    /// index (with its thumbnails) or the new one.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let parts = IndexParts {
+        self.parts().save(&self.thumbs, path.as_ref())
+    }
+
+    fn parts(&self) -> IndexParts<'_> {
+        IndexParts {
             model: &self.model,
             invariance: &self.invariance,
             entries: &self.entries,
             verdicts: &self.verdicts,
             neighbours: &self.neighbours,
-        };
-        parts.save(path.as_ref())
+        }
     }
 
     /// Checks that the embeddings came from `model` (under its invariance) and have its length.
@@ -271,6 +341,10 @@ mod tests {
             .unwrap()
     }
 
+    fn thumb() -> Thumb {
+        Thumb::of(&image::DynamicImage::new_luma8(8, 6))
+    }
+
     fn sample() -> Index {
         let mut index = Index::new("abc123", "none");
         index.entries.push(Entry {
@@ -280,8 +354,8 @@ mod tests {
             sha256: [7; 32],
             dims: (4, 3),
             embedding: vec![0.5, -1.0],
-            thumb: Thumb::of(&image::DynamicImage::new_luma8(8, 6)),
         });
+        index.thumbs.insert(&[7; 32], thumb());
         index
     }
 
@@ -292,7 +366,9 @@ mod tests {
         let path = dir.path().join("i.twinscan");
         let index = sample();
         index.save(&path).unwrap();
-        assert_eq!(Index::load(&path).unwrap(), index);
+        let loaded = Index::load(&path).unwrap();
+        assert_eq!(loaded, index);
+        assert_eq!(loaded.thumbs.get(&[7; 32]).unwrap(), thumb(), "read back from its own file");
         let model = model();
         let index = Index { model: model.fingerprint().into(), ..index };
         index.check_model(&model).unwrap();
@@ -332,7 +408,7 @@ mod tests {
         let mut index = sample();
         index.entries[0].path = Path::new(std::ffi::OsStr::from_bytes(b"a/\xff\xfe.jpg")).to_path_buf();
         let bytes = index.to_bytes().unwrap();
-        assert_eq!(Index::from_bytes(&bytes, Path::new("i")).unwrap(), index);
+        assert_eq!(Index::from_bytes(&bytes, Path::new("i")).unwrap().entries, index.entries);
         // Bytes and strings share postcard's encoding, so indexes written before read the same.
         let as_text = postcard::to_allocvec(&"a/b.jpg").unwrap();
         let as_bytes = postcard::to_allocvec(&Entry { ..sample().entries[0].clone() }).unwrap();
@@ -348,18 +424,23 @@ mod tests {
         let err = Index::from_bytes(&bytes, path).unwrap_err();
         // An `Index` error, which the command line answers with its way out (a rebuild).
         assert!(matches!(err, Error::Index { .. }), "{err:?}");
-        assert!(err.to_string().contains("index format 1, this build reads 4"), "{err}");
+        assert!(err.to_string().contains("index format 1, this build reads 5"), "{err}");
     }
 
     #[test]
-    fn indexes_of_formats_2_and_3_are_migrated_keeping_their_entries() {
+    fn indexes_of_formats_2_to_4_are_migrated_keeping_their_entries_and_thumbnails() {
         use sha2::{Digest, Sha256};
         let old = sample();
-        // The fields of each format, encoded by position: 2 without verdicts, 3 without lists.
+        // Formats 2 to 4 kept each thumbnail inside its entry; 2 had no verdicts, 3 no lists.
+        let e = &old.entries[0];
+        let entries = vec![("a/b.jpg", e.size, e.modified_ns, e.sha256, e.dims, &e.embedding, thumb())];
+        let head = (&old.model, &old.invariance, &entries);
         let payloads = [
-            (2u32, postcard::to_allocvec(&(&old.model, &old.invariance, &old.entries)).unwrap()),
-            (3, postcard::to_allocvec(&(&old.model, &old.invariance, &old.entries, &old.verdicts)).unwrap()),
+            (2u32, postcard::to_allocvec(&head).unwrap()),
+            (3, postcard::to_allocvec(&(head.0, head.1, head.2, &old.verdicts)).unwrap()),
+            (4, postcard::to_allocvec(&(head.0, head.1, head.2, &old.verdicts, &old.neighbours)).unwrap()),
         ];
+        let dir = tempfile::tempdir().unwrap();
         for (version, payload) in payloads {
             let mut bytes = b"TWSCNIDX".to_vec();
             bytes.extend(version.to_le_bytes());
@@ -368,6 +449,9 @@ mod tests {
             let migrated = Index::from_bytes(&bytes, Path::new("old.twinscan")).unwrap();
             assert_eq!(migrated, old, "format {version}");
             assert!(migrated.verdicts.is_empty() && migrated.neighbours.is_empty());
+            let path = dir.path().join(format!("v{version}.twinscan"));
+            migrated.save(&path).unwrap();
+            assert_eq!(Index::load(&path).unwrap().thumbs.get(&[7; 32]).unwrap(), thumb(), "format {version}");
         }
     }
 }

@@ -69,6 +69,7 @@ pub mod scan;
 pub mod search;
 mod similarity;
 pub mod store;
+pub mod thumbs;
 pub mod tower;
 
 pub use collection::{cache_path, Collection, IndexLocation, OpenOptions, QueryOptions};

@@ -15,6 +15,7 @@ use crate::contain::Thumb;
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::preprocess::read_limited;
+use crate::thumbs::Thumbs;
 use crate::Model;
 
 /// Every regular file under `roots` (a root may itself be a file), sorted, and the errors met
@@ -157,7 +158,7 @@ pub fn update(index: &mut Index, files: &[PathBuf], model: &Model, options: &Ref
     let total = todo.len();
     // The network runs on its own thread while rayon decodes the next batch; taking turns
     // left a core idle through every network call.
-    let (entries, counts) = (&mut index.entries, &mut report);
+    let (entries, thumbs, counts) = (&mut index.entries, &index.thumbs, &mut report);
     report.stopped = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         s.spawn(move || {
@@ -189,7 +190,7 @@ pub fn update(index: &mut Index, files: &[PathBuf], model: &Model, options: &Ref
             if options.stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
                 return true;
             }
-            if tx.send(decode_chunk(chunk, model, options.follow_links)).is_err() {
+            if tx.send(decode_chunk(chunk, model, options.follow_links, thumbs)).is_err() {
                 break; // the network thread is gone; the scope re-raises its panic
             }
         }
@@ -209,8 +210,14 @@ fn has_image_extension(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Reads, hashes and decodes one batch into model inputs and thumbnails, one file per task.
-fn decode_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model, follow: bool) -> Vec<Result<(Entry, Vec<f32>)>> {
+/// Reads, hashes and decodes one batch into model inputs, one file per task; the thumbnails of
+/// contents new to `thumbs` go there.
+fn decode_chunk(
+    chunk: &[(PathBuf, u64, u128)],
+    model: &Model,
+    follow: bool,
+    thumbs: &Thumbs,
+) -> Vec<Result<(Entry, Vec<f32>)>> {
     chunk
         .par_iter()
         .map(|(path, size, modified_ns)| {
@@ -224,8 +231,10 @@ fn decode_chunk(chunk: &[(PathBuf, u64, u128)], model: &Model, follow: bool) -> 
                 sha256,
                 dims: decoded.full_size,
                 embedding: Vec::new(),
-                thumb: Thumb::of(&decoded.image),
             };
+            if !thumbs.contains(&sha256) {
+                thumbs.insert(&sha256, Thumb::of(&decoded.image));
+            }
             Ok((entry, input))
         })
         .collect()

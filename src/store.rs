@@ -176,13 +176,17 @@ pub(crate) fn short(fingerprint: &str) -> &str {
     fingerprint.char_indices().nth(12).map_or(fingerprint, |(i, _)| &fingerprint[..i])
 }
 
-/// Whether a file named `name` in the folder of `path` belongs to it: `path` itself, its lock or
-/// one of its temporary files (exactly these names, so an index `photos/c` hides no `c*.jpg`).
+/// Whether a file named `name` in the folder of `path` belongs to it: `path` itself, its lock,
+/// its thumbnail files or one of its temporary files (exactly these names, so an index
+/// `photos/c` hides no `c*.jpg`).
 pub fn is_companion(path: &Path, name: &std::ffi::OsStr) -> bool {
     let Some(own) = path.file_name() else { return false };
     let mut lock = own.to_os_string();
     lock.push(".lock");
-    name == own || name == lock || crate::safe_fs::temp_pid(name, own).is_some()
+    name == own
+        || name == lock
+        || crate::safe_fs::temp_pid(name, own).is_some()
+        || crate::thumbs::generation_of(own, name).is_some()
 }
 
 /// An exclusive lock on an index or gallery file, held until dropped: an OS advisory lock on

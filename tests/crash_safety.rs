@@ -1,5 +1,7 @@
 //! Index and gallery files against crashes: a process killed (SIGKILL) in the middle of a save
-//! leaves the previous file loadable. (A second writer process: cli/tests/gallery.rs.)
+//! leaves the previous file loadable, the index with every thumbnail it names, whether the save
+//! was appending thumbnails, moving them to a new generation or writing the index. (A second
+//! writer process: cli/tests/gallery.rs.)
 #![cfg(unix)]
 
 mod common;
@@ -17,22 +19,48 @@ use twinscan::Model;
 /// Set in the child process: `index:PATH` or `gallery:PATH:MODEL`.
 const CHILD: &str = "TWINSCAN_CRASH_CHILD";
 
-/// An index of `n` entries (copies of one real entry under other names, about 4.5 KB each), so
-/// that a save takes long enough to be killed in the middle.
+/// An index of `n` entries of distinct contents (copies of eight real entries under other names
+/// and hashes, each with its thumbnail, about 4.5 KB in all), so that a save takes long enough
+/// to be killed in the middle.
 fn big_index(model: &Model, dir: &Path, n: usize) -> Index {
-    let image = dir.join("one.png");
-    picture(48, 32, 1).save(&image).unwrap();
-    let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
-    twinscan::scan::update(&mut index, &[image], model, &twinscan::scan::RefreshOptions::default());
-    let one = index.entries.pop().expect("the picture indexed");
-    index.entries = (0..n)
+    let images: Vec<PathBuf> = (0..8)
         .map(|i| {
-            let mut e = one.clone();
-            e.path = PathBuf::from(format!("/photos/{i:08}.png"));
-            e
+            let image = dir.join(format!("{i}.png"));
+            picture(48, 32, i).save(&image).unwrap();
+            image
         })
         .collect();
+    let mut index = Index::new(model.fingerprint(), model.invariance().as_str());
+    twinscan::scan::update(&mut index, &images, model, &twinscan::scan::RefreshOptions::default());
+    let real = std::mem::take(&mut index.entries);
+    for i in 0..n {
+        let mut e = real[i % real.len()].clone();
+        index.thumbs.insert(&unique(i), index.thumbs.get(&e.sha256).unwrap());
+        e.path = PathBuf::from(format!("/photos/{i:08}.png"));
+        e.sha256 = unique(i);
+        index.entries.push(e);
+    }
     index
+}
+
+/// A content hash of its own for entry `i`.
+fn unique(i: usize) -> [u8; 32] {
+    let mut sha256 = [0xA5; 32];
+    sha256[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    sha256
+}
+
+/// Checks that the index at `path` is `full` or its first third (the two the saver child
+/// writes), with every thumbnail readable and as it was.
+fn assert_whole(path: &Path, full: &Index) {
+    let loaded = Index::load(path).expect("the index survives");
+    let n = loaded.entries.len();
+    assert!(n == full.entries.len() || n == full.entries.len() / 3, "{n} entries");
+    assert_eq!(loaded.entries, full.entries[..n]);
+    for e in &loaded.entries {
+        let thumb = loaded.thumbs.get(&e.sha256).expect("every thumbnail survives");
+        assert!(thumb == full.thumbs.get(&e.sha256).unwrap(), "{}", e.path.display());
+    }
 }
 
 fn big_gallery(model: &Model, n: usize) -> Gallery {
@@ -54,8 +82,18 @@ fn saver_child() {
     let path = Path::new(parts[1]);
     match parts[0] {
         "index" => {
-            let index = Index::load(path).unwrap();
+            // Dropping two thirds moves the rest to a new generation of the thumbnail file;
+            // bringing them back appends their thumbnails.
+            let full = Index::load(path).unwrap();
+            let thumbs: Vec<_> = full.entries.iter().map(|e| (e.sha256, full.thumbs.get(&e.sha256).unwrap())).collect();
+            let mut index = full.clone();
             loop {
+                index.entries.truncate(full.entries.len() / 3);
+                index.save(path).unwrap();
+                index.entries = full.entries.clone();
+                for (sha256, thumb) in &thumbs {
+                    index.thumbs.insert(sha256, thumb.clone());
+                }
                 index.save(path).unwrap();
             }
         }
@@ -102,7 +140,7 @@ fn a_save_killed_midway_leaves_the_previous_file_loadable() {
                 std::fs::remove_file(t).unwrap();
             }
             match kind {
-                "index" => assert_eq!(Index::load(path).expect("the index survives").entries, index.entries),
+                "index" => assert_whole(path, &index),
                 _ => assert_eq!(Gallery::load(path).expect("the gallery survives").len(), gallery.len()),
             }
         }

@@ -9,6 +9,7 @@ use twinscan::contain::{ContainmentRule, Thumb};
 use twinscan::detect::{duplicate_groups, outliers, GroupOptions, OutlierOptions, OutlierRule};
 use twinscan::index::Entry;
 use twinscan::search::SearchKind;
+use twinscan::thumbs::Thumbs;
 use twinscan::tower::{self, TowerSpec, TowerWeights};
 use twinscan::Model;
 
@@ -20,21 +21,8 @@ fn model() -> Model {
     Model::from_bytes(&tower::write_onnx(&spec, &TowerWeights::seeded(&spec, 1).unwrap(), &meta).unwrap(), "m").unwrap()
 }
 
-/// A flat thumbnail: nothing is ever contained in it.
-fn flat() -> Thumb {
-    Thumb::of(&image::DynamicImage::new_luma8(4, 3))
-}
-
 fn entry(name: &str, x: f32, pixels: u32, hash: u8) -> Entry {
-    Entry {
-        path: name.into(),
-        size: 1,
-        modified_ns: 0,
-        sha256: [hash; 32],
-        dims: (pixels, 1),
-        embedding: vec![x, 0.0],
-        thumb: flat(),
-    }
+    Entry { path: name.into(), size: 1, modified_ns: 0, sha256: [hash; 32], dims: (pixels, 1), embedding: vec![x, 0.0] }
 }
 
 fn names(members: &[twinscan::detect::Member]) -> Vec<String> {
@@ -55,7 +43,7 @@ fn a_chain_of_near_images_is_not_one_group() {
             .enumerate()
             .map(|(i, n)| entry(n, i as f32 * 0.8, 100 - i as u32, i as u8))
             .collect();
-        let groups = duplicate_groups(&entries, &model(), &at_one(kind, None)).unwrap();
+        let groups = duplicate_groups(&entries, &Thumbs::new(), &model(), &at_one(kind, None)).unwrap();
         let got: Vec<Vec<String>> = groups.iter().map(|g| names(&g.members)).collect();
         assert_eq!(got, vec![vec!["a", "b"], vec!["c", "d"]]);
         assert!((groups[0].members[1].distance - 0.8).abs() < 1e-6);
@@ -71,7 +59,7 @@ fn byte_copies_always_group_and_the_largest_is_kept() {
             entry("big", 0.5, 50, 2),
             entry("copy", 9.0, 10, 9),
         ];
-        let groups = duplicate_groups(&entries, &model(), &at_one(kind, None)).unwrap();
+        let groups = duplicate_groups(&entries, &Thumbs::new(), &model(), &at_one(kind, None)).unwrap();
         assert_eq!(groups.len(), 2);
         assert_eq!(names(&groups[0].members), vec!["big", "small"], "largest resolution kept");
         let exact = groups.iter().find(|g| g.exact()).expect("the byte copies form a group");
@@ -113,12 +101,11 @@ fn the_graph_finds_the_groups_that_exact_search_finds() {
                 sha256,
                 dims: (10, 10),
                 embedding: vec![x, (m % 7) as f32 * 0.01],
-                thumb: flat(),
             });
         }
     }
     let members = |kind| -> Vec<Vec<String>> {
-        let groups = duplicate_groups(&entries, &model(), &at_one(kind, None)).unwrap();
+        let groups = duplicate_groups(&entries, &Thumbs::new(), &model(), &at_one(kind, None)).unwrap();
         groups
             .iter()
             .map(|g| {
@@ -144,9 +131,10 @@ fn a_crop_beyond_the_threshold_joins_its_original_through_the_containment_check(
     let burst = imageops::crop_imm(&scene, 200, 90, 400, 300).to_image();
     // Outside the burst shot: a crop of the original's left side.
     let left = imageops::crop_imm(&original, 0, 0, 260, 200).to_image();
-    let with = |name: &str, x: f32, pixels: u32, hash: u8, img: &image::RgbImage| Entry {
-        thumb: Thumb::of_rgb(img),
-        ..entry(name, x, pixels, hash)
+    let thumbs = Thumbs::new();
+    let with = |name: &str, x: f32, pixels: u32, hash: u8, img: &image::RgbImage| {
+        thumbs.insert(&[hash; 32], Thumb::of_rgb(img));
+        entry(name, x, pixels, hash)
     };
     // Threshold 1: the crop and the burst shot are beyond it but close enough to check, the
     // far crop is too far to check.
@@ -157,11 +145,12 @@ fn a_crop_beyond_the_threshold_joins_its_original_through_the_containment_check(
         with("far-crop", -2.6, 52_000, 4, &left),
     ];
     for kind in KINDS {
-        let groups = duplicate_groups(&entries, &model(), &at_one(kind, Some(rule))).unwrap();
+        let groups = duplicate_groups(&entries, &thumbs, &model(), &at_one(kind, Some(rule))).unwrap();
         assert_eq!(groups.len(), 1, "{kind:?}");
         assert_eq!(names(&groups[0].members), vec!["original", "crop"]);
         let joined = &groups[0].members[1];
         assert!(joined.contained && !joined.exact && (joined.distance - 1.5).abs() < 1e-6);
-        assert!(duplicate_groups(&entries, &model(), &at_one(kind, None)).unwrap().is_empty(), "no rule, no check");
+        let without = duplicate_groups(&entries, &thumbs, &model(), &at_one(kind, None)).unwrap();
+        assert!(without.is_empty(), "no rule, no check");
     }
 }

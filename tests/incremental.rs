@@ -87,7 +87,7 @@ fn kept_up_to_date_equals_afresh(model: Model, search: SearchKind, seed: u64) {
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         let entries = collection.entries();
         let kept = collection.groups(&groups).unwrap();
-        let afresh = duplicate_groups(entries, &model, &groups).unwrap();
+        let afresh = duplicate_groups(entries, collection.thumbs(), &model, &groups).unwrap();
         assert_eq!(described(&kept), described(&afresh), "groups at step {step}");
         assert!(kept.iter().any(|g| g.members.iter().any(|m| m.contained)), "a crop joins by containment");
         let kept = collection.outliers(&scores).unwrap();
