@@ -2,11 +2,14 @@
 //!
 //! ```sh
 //! cargo bench --bench search -- [--sizes 1000,3000,10000,30000,100000] [--queries 500] [--seed 1]
+//!     [--index PATH]
 //! ```
-//! Vectors: 128 values, L2-normalised, drawn around a 16-dimensional latent space through a
-//! fixed random map (photo embeddings are far from uniform on the sphere), one in ten with one
-//! to three near copies (distance 0.1 to 0.4). Distances and threshold are the bundled photo
-//! model's. Per size it reports: duplicate grouping by exact search and through the graph
+//! Vectors: the bundled model's two views of 128 values each, L2-normalised: the colour view
+//! drawn around a 16-dimensional latent space through a fixed random map (photo embeddings are
+//! far from uniform on the sphere), the grey view near it; one in ten with one to three near
+//! copies (distance 0.1 to 0.4 in each view). With `--index`, the embeddings of an index made by
+//! the bundled model instead (real embeddings; the last `--queries` of them are the queries).
+//! Distances and threshold are the bundled photo model's. Per size it reports: duplicate grouping by exact search and through the graph
 //! (graph build included) and whether both found the same pairs; outlier scores (k = 5) each way;
 //! the graph's build time and the
 //! vectors it could not reach; recall@10 of the graph against exact search and the time of one
@@ -29,10 +32,11 @@ struct Args {
     sizes: Vec<usize>,
     queries: usize,
     seed: u64,
+    index: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args, Box<dyn Error>> {
-    let mut a = Args { sizes: vec![1000, 3000, 10_000, 30_000, 100_000], queries: 500, seed: 1 };
+    let mut a = Args { sizes: vec![1000, 3000, 10_000, 30_000, 100_000], queries: 500, seed: 1, index: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -40,6 +44,7 @@ fn parse() -> Result<Args, Box<dyn Error>> {
             "--sizes" => a.sizes = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
             "--queries" => a.queries = value()?.parse()?,
             "--seed" => a.seed = value()?.parse()?,
+            "--index" => a.index = Some(value()?.into()),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -72,19 +77,28 @@ impl Generator {
         Generator { map, rng }
     }
 
+    /// A colour view and a grey view near it.
     fn vector(&mut self) -> Vec<f32> {
         let z: Vec<f32> = (0..LATENT).map(|_| gaussian(&mut self.rng)).collect();
-        let v = (0..DIM)
+        let v: Vec<f32> = (0..DIM)
             .map(|r| self.map[r * LATENT..][..LATENT].iter().zip(&z).map(|(m, x)| m * x).sum::<f32>() * 0.25)
             .map(|x| x + 0.3 * gaussian(&mut self.rng))
             .collect();
-        normalised(v)
+        let colour = normalised(v);
+        let grey = self.view_near(&colour, 0.3);
+        [colour, grey].concat()
     }
 
-    /// A copy of `v` at a distance of about `d`.
-    fn near(&mut self, v: &[f32], d: f32) -> Vec<f32> {
+    /// A copy of one view `v` at a distance of about `d`.
+    fn view_near(&mut self, v: &[f32], d: f32) -> Vec<f32> {
         let noise: Vec<f32> = normalised((0..DIM).map(|_| gaussian(&mut self.rng)).collect());
         normalised(v.iter().zip(&noise).map(|(a, b)| a + d * b).collect())
+    }
+
+    /// A copy of `v` at a distance of about `d` in each view.
+    fn near(&mut self, v: &[f32], d: f32) -> Vec<f32> {
+        let (colour, grey) = v.split_at(DIM);
+        [self.view_near(colour, d), self.view_near(grey, d)].concat()
     }
 
     fn collection(&mut self, n: usize) -> Vec<Vec<f32>> {
@@ -152,10 +166,25 @@ fn main() -> Result<(), Box<dyn Error>> {
         "| vectors | group, exact | group, HNSW | same pairs | outliers, exact | outliers, HNSW | build | unreachable | recall@10 | query, exact | query, HNSW |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let real = match &args.index {
+        Some(path) => {
+            Some(twinscan::index::Index::load(path)?.entries.into_iter().map(|e| e.embedding).collect::<Vec<_>>())
+        }
+        None => None,
+    };
     for &n in &args.sizes {
-        let mut generator = Generator::new(args.seed);
-        let vectors = generator.collection(n);
-        let queries: Vec<Vec<f32>> = (0..args.queries).map(|_| generator.vector()).collect();
+        let (vectors, queries) = match &real {
+            Some(all) => {
+                let (collection, queries) = all.split_at(all.len().saturating_sub(args.queries));
+                (collection[..n.min(collection.len())].to_vec(), queries.to_vec())
+            }
+            None => {
+                let mut generator = Generator::new(args.seed);
+                let vectors = generator.collection(n);
+                (vectors, (0..args.queries).map(|_| generator.vector()).collect())
+            }
+        };
+        let n = vectors.len();
         let entries = entries(&vectors);
         let (exact_pairs, exact_s) = pairs(&entries, &model, SearchKind::Exact)?;
         let (graph_pairs, graph_s) = pairs(&entries, &model, SearchKind::Hnsw)?;

@@ -4,10 +4,11 @@
 //! The graph is built in memory from the vectors each time a search is set up, never stored:
 //! the index file stays the single source of truth, so removed images need no tombstones and a
 //! damaged graph file can never reach hnsw_rs's loader (which exits the process on one). The
-//! graph is used only where the model's distance is the plain Euclidean distance between whole
-//! embeddings (an L2 distance, which, unlike hnsw_rs's `DistDot`, is safe on exact duplicates);
-//! a cosine model, an index built with orientation invariance or a model with a grey view is
-//! searched exactly.
+//! graph serves models whose distance is the least, over their views, of the Euclidean distance
+//! between the views' parts plus the view's margin (one view, or a colour and a grey view): one
+//! graph per view (an L2 distance, which, unlike hnsw_rs's `DistDot`, is safe on exact
+//! duplicates), candidates from every view, the model's own distance deciding. A cosine model or
+//! an index built with orientation invariance is searched exactly.
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 use rayon::prelude::*;
@@ -69,11 +70,16 @@ const ORDER_SEED: u64 = 0x004E_5357;
 pub struct Search<'a> {
     vectors: Vec<&'a [f32]>,
     model: &'a Model,
-    graph: Option<Graph>,
+    /// One graph per view of the model; empty for exact search.
+    graphs: Vec<Graph>,
 }
 
-/// The HNSW graph and the vectors it cannot be trusted to find.
+/// The HNSW graph of one view and the vectors it cannot be trusted to find.
 struct Graph {
+    /// Where the view is in an embedding, and what the model adds to its distance.
+    offset: usize,
+    dim: usize,
+    margin: f32,
     hnsw: Hnsw<'static, f32, L2>,
     /// Vectors whose own search does not find them (HNSW can leave a few points without
     /// incoming links, most often inside tight clusters of copies): every query scores them
@@ -83,7 +89,7 @@ struct Graph {
 
 impl std::fmt::Debug for Search<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Search").field("vectors", &self.vectors.len()).field("hnsw", &self.graph.is_some()).finish()
+        f.debug_struct("Search").field("vectors", &self.vectors.len()).field("graphs", &self.graphs.len()).finish()
     }
 }
 
@@ -105,23 +111,29 @@ impl<'a> Search<'a> {
             SearchKind::Hnsw => true,
         };
         // Cheapest test first: exact search never scans the vectors here.
-        let graph_allowed = wanted
-            && !vectors.is_empty()
-            && plain_euclidean(model)
-            && vectors.iter().all(|v| v.len() == model.embedding_len() && v.iter().all(|x| x.is_finite()));
-        let graph = graph_allowed.then(|| build(&vectors));
-        Search { vectors, model, graph }
+        let views = model.plain_views().filter(|_| {
+            wanted
+                && !vectors.is_empty()
+                && vectors.iter().all(|v| v.len() == model.embedding_len() && v.iter().all(|x| x.is_finite()))
+        });
+        let dim = model.meta().embedding_dim;
+        let graphs = views
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(offset, margin)| build(&vectors, offset, dim, margin))
+            .collect();
+        Search { vectors, model, graphs }
     }
 
     /// Whether queries go through the HNSW graph.
     pub fn is_hnsw(&self) -> bool {
-        self.graph.is_some()
+        !self.graphs.is_empty()
     }
 
-    /// How many vectors the graph could not reach from their own position (searched exactly
-    /// by every query); 0 for exact search.
+    /// How many vectors a view's graph could not reach from their own position (searched
+    /// exactly by every query), over the views; 0 for exact search.
     pub fn unreachable(&self) -> usize {
-        self.graph.as_ref().map_or(0, |g| g.unreachable.len())
+        self.graphs.iter().map(|g| g.unreachable.len()).sum()
     }
 
     /// Number of vectors searched.
@@ -141,13 +153,19 @@ impl<'a> Search<'a> {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let mut hits = match &self.graph {
-            Some(g) => {
-                let mut hits = self.rescored(query, g.search(query, k))?;
-                hits.extend(self.rescored(query, g.unreachable.iter().copied())?);
+        let mut hits = match self.graphs.is_empty() {
+            // The k nearest under the least of the views' distances are each among the k
+            // nearest of some view.
+            false => {
+                let mut hits = Vec::new();
+                for g in &self.graphs {
+                    hits.extend(self.rescored(query, g.search(query, k).into_iter().map(|n| n.d_id))?);
+                    hits.extend(self.rescored(query, g.unreachable.iter().copied())?);
+                }
+                sort_hits(&mut hits);
                 hits
             }
-            None => {
+            true => {
                 let mut all = self.rescored(query, 0..self.vectors.len())?;
                 if all.len() > k {
                     all.select_nth_unstable_by(k - 1, nearer);
@@ -161,27 +179,29 @@ impl<'a> Search<'a> {
         Ok(hits)
     }
 
-    /// Every vector within `radius` of `query`, nearest first. Through the graph, the search
-    /// widens (doubling `k`) until its farthest hit lies beyond `radius`, so a large cluster of
-    /// copies is found whole.
+    /// Every vector within `radius` of `query`, nearest first. Through the graph, each view's
+    /// search widens (doubling `k`) until its farthest hit lies beyond the radius less the
+    /// view's margin, so a large cluster of copies is found whole.
     pub fn within(&self, query: &[f32], radius: f32) -> Result<Vec<Hit>> {
-        let mut hits = match &self.graph {
-            Some(g) => {
-                let mut k = 16;
-                let mut hits = loop {
-                    let found = self.rescored(query, g.search(query, k))?;
-                    // hnsw_rs may return fewer than `k` hits, so only a hit beyond the radius
-                    // (or having asked for everything) ends the widening.
-                    if found.iter().any(|h| h.distance > radius) || k >= self.vectors.len() {
-                        break found;
-                    }
-                    k *= 2;
-                };
-                hits.extend(self.rescored(query, g.unreachable.iter().copied())?);
-                hits
-            }
-            None => self.rescored(query, 0..self.vectors.len())?,
-        };
+        let mut hits = Vec::new();
+        for g in self.graphs.iter().filter(|g| g.margin <= radius) {
+            let reach = radius - g.margin;
+            let mut k = 16;
+            let found = loop {
+                let found = g.search(query, k);
+                // hnsw_rs may return fewer than `k` hits, so only a hit beyond the reach (or
+                // having asked for everything) ends the widening.
+                if found.iter().any(|n| n.distance > reach) || k >= self.vectors.len() {
+                    break found;
+                }
+                k *= 2;
+            };
+            hits.extend(self.rescored(query, found.into_iter().map(|n| n.d_id))?);
+            hits.extend(self.rescored(query, g.unreachable.iter().copied())?);
+        }
+        if self.graphs.is_empty() {
+            hits = self.rescored(query, 0..self.vectors.len())?;
+        }
         hits.retain(|h| h.distance <= radius);
         sort_hits(&mut hits);
         Ok(hits)
@@ -196,10 +216,10 @@ impl<'a> Search<'a> {
     }
 }
 
-/// Whether `model`'s distance is the plain Euclidean distance between whole embeddings (one
-/// view: no cosine, no orientations, no grey view), the case the graph serves.
-pub(crate) fn plain_euclidean(model: &Model) -> bool {
-    model.plain_views().is_some_and(|views| views.len() == 1)
+/// Whether the graph serves `model`: its distance is Euclidean per view (no cosine, no
+/// orientations).
+pub(crate) fn graph_serves(model: &Model) -> bool {
+    model.plain_views().is_some()
 }
 
 /// hnsw_rs's `DistL2`, summed in lanes (its own f32 sum is sequential).
@@ -212,30 +232,35 @@ impl Distance<f32> for L2 {
     }
 }
 
-/// Inserts the vectors in a seeded random order (an order that follows the data, such as files
-/// sorted by name, builds a worse graph), then finds the vectors the graph cannot reach.
-fn build(vectors: &[&[f32]]) -> Graph {
+/// The graph of the view at `offset` (`dim` values, `margin` added to its distance): the
+/// vectors inserted in a seeded random order (an order that follows the data, such as files
+/// sorted by name, builds a worse graph), then the vectors it cannot reach found.
+fn build(vectors: &[&[f32]], offset: usize, dim: usize, margin: f32) -> Graph {
+    let view = |i: usize| &vectors[i][offset..][..dim];
     let mut order: Vec<usize> = (0..vectors.len()).collect();
     let mut rng = SplitMix64::new(ORDER_SEED);
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i + 1));
     }
     let mut hnsw = Hnsw::new(LINKS, vectors.len(), LAYERS, EF_BUILD, L2);
-    let items: Vec<(&[f32], usize)> = order.iter().map(|&i| (vectors[i], i)).collect();
+    let items: Vec<(&[f32], usize)> = order.iter().map(|&i| (view(i), i)).collect();
     hnsw.parallel_insert_slice(&items);
     // hnsw_rs's switch from parallel insertion to searching.
     hnsw.set_searching_mode(true);
     let unreachable = (0..vectors.len())
         .into_par_iter()
-        .filter(|&i| !hnsw.search(vectors[i], 8, EF_SEARCH).iter().any(|n| n.d_id == i))
+        .filter(|&i| !hnsw.search(view(i), 8, EF_SEARCH).iter().any(|n| n.d_id == i))
         .collect();
-    Graph { hnsw, unreachable }
+    Graph { offset, dim, margin, hnsw, unreachable }
 }
 
 impl Graph {
-    /// The graph's candidates for the `k` nearest.
-    fn search(&self, query: &[f32], k: usize) -> impl Iterator<Item = usize> {
-        self.hnsw.search(query, k, EF_SEARCH.max(k)).into_iter().map(|n| n.d_id)
+    /// The graph's candidates for the `k` nearest to `query` (a whole embedding) in its view,
+    /// with their distance in the view.
+    fn search(&self, query: &[f32], k: usize) -> Vec<hnsw_rs::prelude::Neighbour> {
+        query
+            .get(self.offset..self.offset + self.dim)
+            .map_or_else(Vec::new, |q| self.hnsw.search(q, k, EF_SEARCH.max(k)))
     }
 }
 
@@ -257,8 +282,14 @@ mod tests {
     use crate::tower::{self, TowerSpec, TowerWeights};
 
     fn model(dim: usize) -> Model {
+        with_grey(dim, None)
+    }
+
+    /// A model of `dim` values per view, with a grey view at `margin`.
+    fn with_grey(dim: usize, margin: Option<f32>) -> Model {
         let spec = TowerSpec::photo(dim);
-        let (weights, meta) = (TowerWeights::seeded(&spec, 1).unwrap(), tower::untrained_meta(&spec).unwrap());
+        let (weights, mut meta) = (TowerWeights::seeded(&spec, 1).unwrap(), tower::untrained_meta(&spec).unwrap());
+        meta.grey_margin = margin;
         Model::from_bytes(&tower::write_onnx(&spec, &weights, &meta).unwrap(), "m").unwrap()
     }
 
@@ -288,6 +319,28 @@ mod tests {
         assert!(found as f64 >= 0.95 * asked as f64, "recall@10 {found}/{asked}");
         // An indexed vector finds itself first.
         assert_eq!(graph.nearest(&data[17], 1).unwrap()[0], Hit { index: 17, distance: 0.0 });
+    }
+
+    #[test]
+    fn with_a_grey_view_the_graphs_of_both_views_find_what_exact_search_finds() {
+        let model = with_grey(8, Some(0.2));
+        // Half the vectors near the query in colour only, half in grey only.
+        let mut data = vectors(2000, 16, 3);
+        let query: Vec<f32> = vectors(1, 16, 4).remove(0);
+        for (i, v) in data.iter_mut().enumerate().take(40) {
+            let view = if i % 2 == 0 { 0..8 } else { 8..16 };
+            for j in view {
+                v[j] = query[j] + (i as f32) * 0.001;
+            }
+        }
+        let slices: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
+        let exact = Search::new(slices.clone(), &model, SearchKind::Exact, Purpose::Query);
+        let graph = Search::new(slices, &model, SearchKind::Hnsw, Purpose::Query);
+        assert!(graph.is_hnsw());
+        assert_eq!(graph.nearest(&query, 30).unwrap(), exact.nearest(&query, 30).unwrap());
+        let within = exact.within(&query, 0.3).unwrap();
+        assert!(within.len() >= 30, "{}", within.len());
+        assert_eq!(graph.within(&query, 0.3).unwrap(), within);
     }
 
     #[test]
