@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::search::{plain_euclidean, Purpose, Search, SearchKind};
+use crate::search::{graph_serves, Purpose, Search, SearchKind};
 use crate::{squared_euclidean, Model};
 
 /// Nearest others a collection's lists hold at least beyond the radius: what the containment
@@ -67,7 +67,7 @@ impl Scope {
             SearchKind::Hnsw => true,
             SearchKind::Auto => contents >= Purpose::Grouping.crossover(),
         };
-        !graph || !plain_euclidean(model)
+        !graph || !graph_serves(model)
     }
 }
 
@@ -163,11 +163,9 @@ impl Neighbours {
         }
         let is_added: HashSet<usize> = added.iter().copied().collect();
         let reach = Reach::new(&cover);
-        let found: Vec<Result<Found>> =
-            targets.par_iter().map(|&t| searcher.one(t, is_added.contains(&t).then_some((&cover, &reach)))).collect();
+        let found = searcher.search(&targets, |t| is_added.contains(&t).then_some((&cover[..], &reach)))?;
         let mut touched = HashSet::new();
         for f in found {
-            let f = f?;
             self.lists.insert(contents[f.target].key, f.list);
             for (i, near) in f.entering {
                 touched.insert(contents[i].key);
@@ -285,65 +283,65 @@ impl<'a> Searcher<'a> {
         if let (None, Some(views)) = (&self.graph, &self.views) {
             return Ok(self.all_pairs(views));
         }
-        (0..self.contents.len()).into_par_iter().map(|t| Ok(self.one(t, None)?.list)).collect()
+        let all: Vec<usize> = (0..self.contents.len()).collect();
+        Ok(self.search(&all, |_| None)?.into_iter().map(|f| f.list).collect())
     }
 
-    /// The list of content `t`, and with `enter` (each kept list's cover), the kept lists it
-    /// enters.
-    fn one(&self, t: usize, enter: Option<(&[f32], &Reach)>) -> Result<Found> {
-        let (contents, scope) = (self.contents, self.scope);
-        let x = contents[t].vector;
-        let near = |i: usize, distance: f32| Near { key: contents[i].key, distance };
-        let mut list = Vec::new();
-        let mut entering = Vec::new();
-        let mut consider = |i: usize, d: f32, listed: bool, list: &mut Vec<Near>| {
-            if listed {
-                list.push(near(i, d));
-            }
-            if let Some((cover, _)) = enter {
-                if d <= cover[i] {
-                    entering.push((i, Near { key: contents[t].key, distance: d }));
-                }
-            }
-        };
-        match &self.graph {
-            None => {
-                // Only what can still be in the list is kept: nearer than the nearest so far at
-                // its length, or within the radius; trimmed whenever it doubles.
-                let (length, mut bound, mut limit) = (searched(scope), f32::INFINITY, 2 * searched(scope) + 64);
-                for (i, c) in contents.iter().enumerate() {
-                    if i == t {
-                        continue;
-                    }
-                    let d = self.distance(x, c.vector)?;
-                    consider(i, d, d <= bound || d <= scope.radius, &mut list);
-                    if list.len() >= limit {
-                        trim(&mut list, scope);
-                        bound = list.get(length.wrapping_sub(1)).map_or(f32::INFINITY, |n| n.distance);
-                        limit = 2 * list.len().max(length) + 64;
-                    }
-                }
-            }
-            Some(graph) => {
-                let mut hits = graph.nearest(x, searched(scope) + 1)?;
-                hits.extend(graph.within(x, scope.radius)?);
-                let mut seen = HashSet::new();
-                for h in hits.into_iter().filter(|h| h.index != t && seen.insert(h.index)) {
-                    list.push(near(h.index, h.distance));
-                }
-                if let Some((cover, reach)) = enter {
-                    let mut candidates: Vec<(usize, f32)> =
-                        graph.within(x, reach.radius)?.into_iter().map(|h| (h.index, h.distance)).collect();
-                    for &i in &reach.wide {
-                        candidates.push((i, self.model.distance(x, contents[i].vector)?));
-                    }
-                    candidates.sort_by_key(|c| c.0);
-                    candidates.dedup_by_key(|c| c.0);
-                    for (i, d) in candidates {
-                        if i != t && d <= cover[i] {
-                            entering.push((i, Near { key: contents[t].key, distance: d }));
+    /// The lists of `targets`, each with the kept lists it enters where `enter` gives their
+    /// covers. Exact search compares a block of targets with each vector in one pass, so that
+    /// the vectors are read from memory once per block rather than once per target.
+    fn search<'c>(
+        &self,
+        targets: &[usize],
+        enter: impl Fn(usize) -> Option<(&'c [f32], &'c Reach)> + Sync,
+    ) -> Result<Vec<Found>> {
+        const BLOCK: usize = 32;
+        if let Some(graph) = &self.graph {
+            return targets.par_iter().map(|&t| self.one(graph, t, enter(t))).collect();
+        }
+        let blocks: Vec<Result<Vec<Found>>> = targets
+            .par_chunks(BLOCK)
+            .map(|block| {
+                let mut scans: Vec<Scan> = block.iter().map(|&t| Scan::new(t, self.scope, enter(t))).collect();
+                for (i, c) in self.contents.iter().enumerate() {
+                    for scan in &mut scans {
+                        if i != scan.found.target {
+                            let d = self.distance(self.contents[scan.found.target].vector, c.vector)?;
+                            scan.offer(self.contents, i, d);
                         }
                     }
+                }
+                Ok(scans.into_iter().map(|s| s.finish()).collect())
+            })
+            .collect();
+        Ok(blocks.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten().collect())
+    }
+
+    /// The list of content `t` through the graph, and with `enter` (each kept list's cover),
+    /// the kept lists it enters.
+    fn one(&self, graph: &Search, t: usize, enter: Option<(&[f32], &Reach)>) -> Result<Found> {
+        let (contents, scope) = (self.contents, self.scope);
+        let x = contents[t].vector;
+        let mut hits = graph.nearest(x, searched(scope) + 1)?;
+        hits.extend(graph.within(x, scope.radius)?);
+        let mut seen = HashSet::new();
+        let mut list: Vec<Near> = hits
+            .into_iter()
+            .filter(|h| h.index != t && seen.insert(h.index))
+            .map(|h| Near { key: contents[h.index].key, distance: h.distance })
+            .collect();
+        let mut entering = Vec::new();
+        if let Some((cover, reach)) = enter {
+            let mut candidates: Vec<(usize, f32)> =
+                graph.within(x, reach.radius)?.into_iter().map(|h| (h.index, h.distance)).collect();
+            for &i in &reach.wide {
+                candidates.push((i, self.model.distance(x, contents[i].vector)?));
+            }
+            candidates.sort_by_key(|c| c.0);
+            candidates.dedup_by_key(|c| c.0);
+            for (i, d) in candidates {
+                if i != t && d <= cover[i] {
+                    entering.push((i, Near { key: contents[t].key, distance: d }));
                 }
             }
         }
@@ -392,6 +390,44 @@ impl<'a> Searcher<'a> {
         }
         lists.par_iter_mut().for_each(|l| trim(l, scope));
         lists
+    }
+}
+
+/// One target's exact search in progress: only what can still be in its list is kept (nearer
+/// than the nearest so far at the list's length, or within the radius), trimmed whenever it
+/// doubles.
+struct Scan<'c> {
+    found: Found,
+    scope: Scope,
+    cover: Option<&'c [f32]>,
+    bound: f32,
+    limit: usize,
+}
+
+impl<'c> Scan<'c> {
+    fn new(target: usize, scope: Scope, enter: Option<(&'c [f32], &'c Reach)>) -> Scan<'c> {
+        let found = Found { target, list: Vec::new(), entering: Vec::new() };
+        Scan { found, scope, cover: enter.map(|e| e.0), bound: f32::INFINITY, limit: 2 * searched(scope) + 64 }
+    }
+
+    fn offer(&mut self, contents: &[Content], i: usize, d: f32) {
+        if d <= self.bound || d <= self.scope.radius {
+            self.found.list.push(Near { key: contents[i].key, distance: d });
+            if self.found.list.len() >= self.limit {
+                let length = searched(self.scope);
+                trim(&mut self.found.list, self.scope);
+                self.bound = self.found.list.get(length.wrapping_sub(1)).map_or(f32::INFINITY, |n| n.distance);
+                self.limit = 2 * self.found.list.len().max(length) + 64;
+            }
+        }
+        if self.cover.is_some_and(|cover| d <= cover[i]) {
+            self.found.entering.push((i, Near { key: contents[self.found.target].key, distance: d }));
+        }
+    }
+
+    fn finish(mut self) -> Found {
+        trim(&mut self.found.list, self.scope);
+        self.found
     }
 }
 
