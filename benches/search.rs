@@ -215,7 +215,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!(
             "| {n} | {exact_s:.2} s | {graph_s:.2} s | {found} of {} | {outliers_exact:.2} s | {outliers_graph:.2} s | {build_s:.2} s | {} | {:.4} | {:.3} ms | {:.3} ms |",
             exact_pairs.len(),
-            graph.unreachable(),
+            graph.unreachable_count(),
             hits as f64 / (10 * queries.len()).max(1) as f64,
             per(exact_s_q),
             per(graph_s_q)

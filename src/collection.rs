@@ -22,6 +22,7 @@ use crate::actions::{self, Action, Plan};
 use crate::contain::{hash_key, Verdicts};
 use crate::detect::{self, Group, GroupOptions, Neighbour, Outlier, OutlierOptions};
 use crate::error::{Error, Result};
+use crate::graph_files::{self, GraphStore};
 use crate::index::{Entry, Index, IndexParts};
 use crate::neighbours::{Neighbours, Scope, KEPT};
 use crate::scan::{self, RefreshOptions, RefreshReport};
@@ -87,6 +88,7 @@ pub struct Collection {
 struct Kept {
     verdicts: Verdicts,
     neighbours: Neighbours,
+    graphs: GraphStore,
     /// Whether the lists changed since the index was last written.
     unsaved: bool,
 }
@@ -135,7 +137,10 @@ impl Collection {
     fn new(model: Model, mut index: Index, roots: Vec<PathBuf>, store: Option<Store>) -> Collection {
         let verdicts = std::mem::take(&mut index.verdicts);
         let neighbours = std::mem::take(&mut index.neighbours);
-        let kept = Mutex::new(Kept { verdicts, neighbours, unsaved: false });
+        // A read-only collection builds graphs for its own use and keeps none.
+        let graph_home = store.as_ref().filter(|s| s.lock.is_some()).map(|s| s.path.clone());
+        let graphs = GraphStore::new(graph_home, index.graph.take());
+        let kept = Mutex::new(Kept { verdicts, neighbours, graphs, unsaved: false });
         Collection { model, index, kept, roots, store }
     }
 
@@ -173,7 +178,8 @@ impl Collection {
         if !report.stopped {
             let contents = detect::contents_of(&self.index.entries);
             let scope = kept_scope(&self.model, options.search, contents.len());
-            kept.unsaved |= kept.neighbours.sync(&contents, &self.model, scope)? > 0;
+            kept.unsaved |= kept.neighbours.sync(&contents, &self.model, scope, &mut kept.graphs)? > 0;
+            report.errors.extend(kept.graphs.take_notes());
         }
         if let Some(store) = self.store.as_mut().filter(|s| s.unsaved || changed || kept.unsaved) {
             write(store, &self.index, kept)?;
@@ -212,7 +218,7 @@ impl Collection {
         let kept = &mut *kept;
         let known = kept.verdicts.recorded();
         let out = if kept_scope.covers(&need) {
-            kept.unsaved |= kept.neighbours.sync(&contents, &self.model, kept_scope)? > 0;
+            kept.unsaved |= kept.neighbours.sync(&contents, &self.model, kept_scope, &mut kept.graphs)? > 0;
             answer(&kept.neighbours, &mut kept.verdicts)?
         } else {
             answer(&Neighbours::compute(&contents, &self.model, need)?, &mut kept.verdicts)?
@@ -290,15 +296,18 @@ impl Collection {
 }
 
 /// Writes `index` with what is kept to its store.
-fn write(store: &Store, index: &Index, kept: &Kept) -> Result<()> {
+fn write(store: &Store, index: &Index, kept: &mut Kept) -> Result<()> {
     let parts = IndexParts {
         model: &index.model,
         invariance: &index.invariance,
         entries: &index.entries,
         verdicts: &kept.verdicts,
         neighbours: &kept.neighbours,
+        graph: kept.graphs.record(),
     };
-    parts.save(&index.thumbs, &store.path)
+    parts.save(&index.thumbs, &store.path)?;
+    kept.graphs.commit();
+    Ok(())
 }
 
 /// The lists a collection keeps, found with `search` among `contents` distinct images: all
@@ -328,12 +337,21 @@ pub fn cache_path(roots: &[PathBuf]) -> Result<PathBuf> {
     Ok(base.join("twinscan").join(format!("{hex}.twinscan")))
 }
 
-/// Whether a path is the index at `index`, its lock or one of its temporary files.
+/// Whether a path is one of the index's own files ([`store::is_companion`]) or a file in one of
+/// its graph folders.
 fn companions(index: &Path) -> impl Fn(&Path) -> bool + '_ {
     let folder = |p: &Path| {
         let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::canonicalize(dir).ok()
     };
     let home = folder(index);
-    move |f: &Path| f.file_name().is_some_and(|n| store::is_companion(index, n)) && folder(f) == home
+    let own = index.file_name().unwrap_or_default();
+    move |f: &Path| {
+        let in_graph = |dir: &Path| dir.file_name().is_some_and(|d| graph_files::generation_of(own, d).is_some());
+        let (beside, name) = match f.parent() {
+            Some(dir) if in_graph(dir) => (dir, dir.file_name()),
+            _ => (f, f.file_name().filter(|n| store::is_companion(index, n))),
+        };
+        name.is_some() && folder(beside) == home
+    }
 }

@@ -15,20 +15,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::contain::{hash_key, Thumb, Verdicts};
 use crate::error::{Error, Result};
+use crate::graph_files::GraphRecord;
 use crate::neighbours::Neighbours;
 use crate::store::{short, Format};
 use crate::thumbs::{ThumbTable, Thumbs};
 use crate::Model;
 
-/// Version of the index layout. Versions 2 (no containment verdicts), 3 (no neighbour lists) and
-/// 4 (thumbnails inside) are read and migrated, their embeddings and thumbnails kept; any other
-/// version is refused.
-pub const INDEX_VERSION: u32 = 5;
+/// Version of the index layout. Versions 2 (no containment verdicts), 3 (no neighbour lists), 4
+/// (thumbnails inside) and 5 (no graphs kept) are read and migrated, their embeddings and
+/// thumbnails kept; any other version is refused.
+pub const INDEX_VERSION: u32 = 6;
 
 const FORMAT: Format = Format {
     magic: b"TWSCNIDX",
     version: INDEX_VERSION,
-    older: &[2, 3, 4],
+    older: &[2, 3, 4, 5],
     name: "index",
     error: |path, reason| Error::Index { path: path.into(), reason },
 };
@@ -66,6 +67,8 @@ pub struct Index {
     pub neighbours: Neighbours,
     /// Each distinct image's thumbnail.
     pub thumbs: Thumbs,
+    /// The HNSW graphs kept beside the index, if any ([`crate::graph_files`]).
+    pub(crate) graph: Option<GraphRecord>,
 }
 
 /// The index as this version stores it (postcard encodes fields by position).
@@ -77,6 +80,7 @@ struct IndexFile {
     verdicts: Verdicts,
     neighbours: Neighbours,
     thumbs: ThumbTable,
+    graph: Option<GraphRecord>,
 }
 
 /// [`IndexFile`] borrowed from its parts, for writing.
@@ -88,6 +92,7 @@ struct IndexFileRef<'a> {
     verdicts: &'a Verdicts,
     neighbours: &'a Neighbours,
     thumbs: &'a ThumbTable,
+    graph: Option<&'a GraphRecord>,
 }
 
 /// An entry of formats 2 to 4, its thumbnail inside.
@@ -123,6 +128,7 @@ pub(crate) struct IndexParts<'a> {
     pub entries: &'a [Entry],
     pub verdicts: &'a Verdicts,
     pub neighbours: &'a Neighbours,
+    pub graph: Option<&'a GraphRecord>,
 }
 
 impl IndexParts<'_> {
@@ -137,8 +143,8 @@ impl IndexParts<'_> {
     }
 
     fn file<'a>(&'a self, thumbs: &'a ThumbTable) -> IndexFileRef<'a> {
-        let IndexParts { model, invariance, entries, verdicts, neighbours } = *self;
-        IndexFileRef { model, invariance, entries, verdicts, neighbours, thumbs }
+        let IndexParts { model, invariance, entries, verdicts, neighbours, graph } = *self;
+        IndexFileRef { model, invariance, entries, verdicts, neighbours, thumbs, graph }
     }
 }
 
@@ -205,6 +211,7 @@ impl Index {
             verdicts: Verdicts::default(),
             neighbours: Neighbours::default(),
             thumbs: Thumbs::new(),
+            graph: None,
         }
     }
 
@@ -230,12 +237,21 @@ impl Index {
     /// thumbnails wait to be stored at the next save).
     fn read<R: std::io::Read + std::io::Seek>(r: R, path: &Path) -> Result<Index> {
         let (version, payload) = FORMAT.open(r, path)?;
-        if version == INDEX_VERSION {
-            let f: IndexFile = payload.decode()?;
+        if version >= 5 {
+            let f: IndexFile = match version {
+                5 => {
+                    let (model, invariance, entries, verdicts, neighbours, thumbs) = payload.decode()?;
+                    IndexFile { model, invariance, entries, verdicts, neighbours, thumbs, graph: None }
+                }
+                _ => payload.decode()?,
+            };
             Thumbs::validate(&f.thumbs).map_err(|reason| invalid(path, reason))?;
+            if let Some(graph) = &f.graph {
+                crate::graph_files::validate(graph).map_err(|reason| invalid(path, reason))?;
+            }
             let thumbs = Thumbs::stored(Some(path), f.thumbs, HashMap::new());
-            let (model, invariance, entries) = (f.model, f.invariance, f.entries);
-            return Ok(Index { model, invariance, entries, verdicts: f.verdicts, neighbours: f.neighbours, thumbs });
+            let IndexFile { model, invariance, entries, verdicts, neighbours, graph, .. } = f;
+            return Ok(Index { model, invariance, entries, verdicts, neighbours, thumbs, graph });
         }
         let old: IndexV4 = match version {
             2 => {
@@ -260,7 +276,7 @@ impl Index {
             .collect();
         let thumbs = Thumbs::stored(Some(path), ThumbTable::default(), pending);
         let (model, invariance, verdicts, neighbours) = (old.model, old.invariance, old.verdicts, old.neighbours);
-        Ok(Index { model, invariance, entries, verdicts, neighbours, thumbs })
+        Ok(Index { model, invariance, entries, verdicts, neighbours, thumbs, graph: None })
     }
 
     /// A checksum only proves that a file is what was written; this refuses what no scan writes
@@ -304,6 +320,9 @@ impl Index {
             entries: &self.entries,
             verdicts: &self.verdicts,
             neighbours: &self.neighbours,
+            // Graphs are kept beside the index a collection saves; one saved this way (perhaps
+            // elsewhere) names none and builds them again when first needed.
+            graph: None,
         }
     }
 
@@ -424,7 +443,26 @@ mod tests {
         let err = Index::from_bytes(&bytes, path).unwrap_err();
         // An `Index` error, which the command line answers with its way out (a rebuild).
         assert!(matches!(err, Error::Index { .. }), "{err:?}");
-        assert!(err.to_string().contains("index format 1, this build reads 5"), "{err}");
+        let want = format!("index format 1, this build reads {INDEX_VERSION}");
+        assert!(err.to_string().contains(&want), "{err}");
+    }
+
+    #[test]
+    fn an_index_of_format_5_reads_as_one_without_graphs() {
+        use sha2::{Digest, Sha256};
+        let index = sample();
+        let bytes = index.to_bytes().unwrap();
+        // Format 6 appended the graph record; postcard writes an absent one as a single 0.
+        let (head, payload) = bytes.split_at(44);
+        let (last, old_payload) = payload.split_last().unwrap();
+        assert_eq!(*last, 0);
+        let mut old = head[..8].to_vec();
+        old.extend(5u32.to_le_bytes());
+        old.extend(Sha256::digest(old_payload));
+        old.extend(old_payload);
+        let read = Index::from_bytes(&old, Path::new("v5.twinscan")).unwrap();
+        assert_eq!((&read.model, &read.invariance, &read.entries), (&index.model, &index.invariance, &index.entries));
+        assert!(read.graph.is_none());
     }
 
     #[test]

@@ -58,6 +58,7 @@ mod decode_budget;
 pub mod detect;
 mod error;
 pub mod gallery;
+pub mod graph_files;
 pub mod index;
 mod invariance;
 mod jpeg_markers;

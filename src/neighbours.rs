@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::graph_files::GraphStore;
 use crate::search::{graph_serves, Purpose, Search, SearchKind};
 use crate::{squared_euclidean, Model};
 
@@ -91,7 +92,7 @@ impl Neighbours {
     /// Lists of `contents` (sorted by key, each key once) under `model`, computed afresh.
     pub fn compute(contents: &[Content], model: &Model, scope: Scope) -> Result<Neighbours> {
         let mut lists = Neighbours::default();
-        lists.sync(contents, model, scope)?;
+        lists.sync(contents, model, scope, &mut GraphStore::default())?;
         Ok(lists)
     }
 
@@ -117,8 +118,15 @@ impl Neighbours {
 
     /// Brings the lists up to date with `contents` (sorted by key, each key once) under
     /// `scope`: lists of another scope are dropped, removed contents leave, added ones are
-    /// searched for and entered. Returns how many lists were computed.
-    pub fn sync(&mut self, contents: &[Content], model: &Model, scope: Scope) -> Result<usize> {
+    /// searched for and entered, through the graphs of `graphs` unless the scope is exact.
+    /// Returns how many lists were computed.
+    pub(crate) fn sync(
+        &mut self,
+        contents: &[Content],
+        model: &Model,
+        scope: Scope,
+        graphs: &mut GraphStore,
+    ) -> Result<usize> {
         if self.scope != Some(scope) {
             self.lists.clear();
             self.scope = Some(scope);
@@ -130,7 +138,19 @@ impl Neighbours {
             return Ok(0);
         }
         self.lists.retain(|k, _| !removed.contains(k));
-        let searcher = Searcher::new(contents, model, scope);
+        let mut loaders = Vec::new();
+        let graph = if scope.exact { None } else { graphs.prepare(&mut loaders, contents, model) };
+        let searcher = Searcher::new(contents, model, scope, graph);
+        let computed = self.update(&searcher, &added, &removed)?;
+        if let Some(graph) = searcher.graph {
+            graphs.keep(graph);
+        }
+        Ok(computed)
+    }
+
+    /// [`Neighbours::sync`] once the removed have left: returns how many lists were computed.
+    fn update(&mut self, searcher: &Searcher, added: &[usize], removed: &HashSet<u64>) -> Result<usize> {
+        let (contents, scope) = (searcher.contents, searcher.scope);
         if added.len() * 2 >= contents.len() {
             // Mostly new: one pass over all pairs costs less than a search per content.
             let lists = searcher.all()?;
@@ -138,7 +158,7 @@ impl Neighbours {
             return Ok(contents.len());
         }
         let enough = scope.count.min(contents.len() - 1);
-        let mut targets = added.clone();
+        let mut targets = added.to_vec();
         for (i, c) in contents.iter().enumerate() {
             if let Some(list) = self.lists.get_mut(&c.key) {
                 let before = list.len();
@@ -259,13 +279,10 @@ struct Searcher<'a> {
 }
 
 impl<'a> Searcher<'a> {
-    fn new(contents: &'a [Content<'a>], model: &'a Model, scope: Scope) -> Searcher<'a> {
+    /// A search of `contents`: through `graph` where given, otherwise exact.
+    fn new(contents: &'a [Content<'a>], model: &'a Model, scope: Scope, graph: Option<Search<'a>>) -> Searcher<'a> {
         let len = model.embedding_len();
         let views = model.plain_views().filter(|_| contents.iter().all(|c| c.vector.len() == len));
-        let graph = (!scope.exact).then(|| {
-            let vectors = contents.iter().map(|c| c.vector).collect();
-            Search::new(vectors, model, SearchKind::Hnsw, Purpose::Grouping)
-        });
         Searcher { contents, model, scope, views, graph }
     }
 
@@ -505,7 +522,7 @@ mod tests {
     /// Checks that every list is a prefix of all other contents by distance then key, holding
     /// at least those within the radius and the `count` nearest.
     fn assert_by_definition(lists: &Neighbours, contents: &[Content], model: &Model, scope: Scope) {
-        let searcher = Searcher::new(contents, model, scope);
+        let searcher = Searcher::new(contents, model, scope, None);
         assert_eq!(lists.len(), contents.len());
         for a in contents {
             let mut all: Vec<Near> = contents
@@ -541,7 +558,7 @@ mod tests {
         let mut kept = Neighbours::default();
         for _ in 0..12 {
             let contents = contents(live.iter().map(|&i| (pool[i].0, pool[i].1.as_slice())));
-            kept.sync(&contents, &model, scope).unwrap();
+            kept.sync(&contents, &model, scope, &mut GraphStore::default()).unwrap();
             assert_by_definition(&kept, &contents, &model, scope);
             assert_by_definition(&Neighbours::compute(&contents, &model, scope).unwrap(), &contents, &model, scope);
             kept.validate().unwrap();

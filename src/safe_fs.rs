@@ -160,7 +160,7 @@ impl Dir {
             let path = dir.path.join(name);
             let handle = match sys::open_dir(Some(&dir.handle), Path::new(name), false) {
                 Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
-                    match sys::mkdir(&dir.handle, name) {
+                    match sys::mkdir(&dir.handle, name, 0o777) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                         Err(e) => return Err(Error::io(&path, e)),
@@ -173,6 +173,38 @@ impl Dir {
             dir = Dir { handle, path };
         }
         Ok(dir)
+    }
+
+    /// Makes the new folder `name`, readable and writable by the owner alone, and opens it: for
+    /// files written by a library that opens them by path, where nobody else can plant a link.
+    /// An existing `name` is an error.
+    pub fn make_private(&self, name: &OsStr) -> Result<Dir> {
+        let path = self.join(name);
+        sys::mkdir(&self.handle, name, 0o700).map_err(|e| Error::io(&path, e))?;
+        let handle = sys::open_dir(Some(&self.handle), Path::new(name), false).map_err(|e| link_error(&path, e))?;
+        Ok(Dir { handle, path })
+    }
+
+    /// Removes the empty folder `name`.
+    pub fn remove_dir(&self, name: &OsStr) -> Result<()> {
+        sys::rmdir(&self.handle, name).map_err(|e| Error::io(self.join(name), e))
+    }
+
+    /// The path of this folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The metadata of this folder, through its handle.
+    pub fn stat_held(&self) -> Result<Stat> {
+        sys::stat_held(&self.handle).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// A path that reaches this very folder through its open handle (Linux's `/proc/self/fd`),
+    /// for a library that opens files by path: a folder swapped in for this one under its name
+    /// cannot redirect it. `None` where the system has no such path.
+    pub fn held_path(&self) -> Option<PathBuf> {
+        sys::held_path(&self.handle)
     }
 
     /// The metadata of `name` itself (a link is not followed); `None` when there is none.
@@ -263,10 +295,13 @@ impl Dir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stat {
     pub is_file: bool,
+    pub is_dir: bool,
     pub is_link: bool,
     pub dev: u64,
     pub ino: u64,
     pub owned_by_me: bool,
+    /// Whether anyone but its owner may write to it.
+    pub shared: bool,
 }
 
 impl Stat {
@@ -283,7 +318,7 @@ mod sys {
     use std::io;
     use std::os::fd::{AsFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 
@@ -318,8 +353,12 @@ mod sys {
         fd.try_clone()
     }
 
-    pub fn mkdir(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
-        Ok(rustix::fs::mkdirat(dir, name, Mode::from_bits_truncate(0o777))?)
+    pub fn mkdir(dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+        Ok(rustix::fs::mkdirat(dir, name, Mode::from_bits_truncate(mode))?)
+    }
+
+    pub fn rmdir(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
     }
 
     pub fn create_new(dir: &OwnedFd, name: &OsStr) -> io::Result<File> {
@@ -333,14 +372,32 @@ mod sys {
     }
 
     pub fn stat(dir: &OwnedFd, name: &OsStr) -> io::Result<Stat> {
-        let s = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        stat_of(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    pub fn stat_held(dir: &OwnedFd) -> io::Result<Stat> {
+        stat_of(rustix::fs::fstat(dir)?)
+    }
+
+    /// Linux's name for an open folder: paths below it resolve through the handle.
+    pub fn held_path(dir: &OwnedFd) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        let same = |a: &rustix::fs::Stat, b: &rustix::fs::Stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+        let (held, named) = (rustix::fs::fstat(dir).ok()?, rustix::fs::stat(&path).ok()?);
+        same(&held, &named).then_some(path)
+    }
+
+    fn stat_of(s: rustix::fs::Stat) -> io::Result<Stat> {
         let kind = rustix::fs::FileType::from_raw_mode(s.st_mode);
         Ok(Stat {
             is_file: kind == rustix::fs::FileType::RegularFile,
+            is_dir: kind == rustix::fs::FileType::Directory,
             is_link: kind == rustix::fs::FileType::Symlink,
             dev: s.st_dev,
             ino: s.st_ino,
             owned_by_me: s.st_uid == rustix::process::geteuid().as_raw(),
+            shared: s.st_mode & 0o022 != 0,
         })
     }
 
@@ -437,8 +494,12 @@ mod sys {
         Ok(dir.clone())
     }
 
-    pub fn mkdir(dir: &PathBuf, name: &OsStr) -> io::Result<()> {
+    pub fn mkdir(dir: &PathBuf, name: &OsStr, _mode: u32) -> io::Result<()> {
         std::fs::create_dir(dir.join(name))
+    }
+
+    pub fn rmdir(dir: &PathBuf, name: &OsStr) -> io::Result<()> {
+        std::fs::remove_dir(dir.join(name))
     }
 
     pub fn create_new(dir: &PathBuf, name: &OsStr) -> io::Result<File> {
@@ -450,9 +511,25 @@ mod sys {
         OpenOptions::new().write(true).create(true).truncate(false).open(dir.join(name))
     }
 
+    pub fn held_path(_: &PathBuf) -> Option<PathBuf> {
+        None
+    }
+
+    pub fn stat_held(dir: &PathBuf) -> io::Result<Stat> {
+        stat(dir, OsStr::new("."))
+    }
+
     pub fn stat(dir: &PathBuf, name: &OsStr) -> io::Result<Stat> {
         let m = std::fs::symlink_metadata(dir.join(name))?;
-        Ok(Stat { is_file: m.is_file(), is_link: m.is_symlink(), dev: 0, ino: 0, owned_by_me: true })
+        Ok(Stat {
+            is_file: m.is_file(),
+            is_dir: m.is_dir(),
+            is_link: m.is_symlink(),
+            dev: 0,
+            ino: 0,
+            owned_by_me: true,
+            shared: false,
+        })
     }
 
     pub fn identity(_: &File) -> Option<(u64, u64)> {

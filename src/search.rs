@@ -1,16 +1,18 @@
-//! Nearest-neighbour search over embeddings: exact (every vector compared) or through an HNSW
-//! graph ([`hnsw_rs`]) for large collections.
+//! Nearest-neighbour search over embeddings: exact (every vector compared) or through HNSW
+//! graphs ([`hnsw_rs`]) for large collections.
 //!
-//! The graph is built in memory from the vectors each time a search is set up, never stored:
-//! the index file stays the single source of truth, so removed images need no tombstones and a
-//! damaged graph file can never reach hnsw_rs's loader (which exits the process on one). The
-//! graph serves models whose distance is the least, over their views, of the Euclidean distance
-//! between the views' parts plus the view's margin (one view, or a colour and a grey view): one
-//! graph per view (an L2 distance, which, unlike hnsw_rs's `DistDot`, is safe on exact
-//! duplicates), candidates from every view, the model's own distance deciding. A cosine model or
-//! an index built with orientation invariance is searched exactly.
+//! The graphs serve models whose distance is the least, over their views, of the Euclidean
+//! distance between the views' parts plus the view's margin (one view, or a colour and a grey
+//! view): one graph per view (an L2 distance, which, unlike hnsw_rs's `DistDot`, is safe on
+//! exact duplicates), candidates from every view, the model's own distance deciding. A cosine
+//! model or an index built with orientation invariance is searched exactly. A search set up
+//! here builds its graphs in memory; a collection keeps its graphs beside its index
+//! ([`crate::graph_files`]) and searches through them with ids that are content keys.
 
-use hnsw_rs::prelude::{Distance, Hnsw};
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
+use hnsw_rs::prelude::{Distance, FilterT, Hnsw, Neighbour};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -71,20 +73,23 @@ pub struct Search<'a> {
     vectors: Vec<&'a [f32]>,
     model: &'a Model,
     /// One graph per view of the model; empty for exact search.
-    graphs: Vec<Graph>,
+    graphs: Vec<Graph<'a>>,
+    /// The position of each graph id, where ids are not positions (a kept graph names contents
+    /// by key, and may hold removed ones, which no search returns).
+    positions: Option<HashMap<usize, usize, BuildHasherDefault<KeyHasher>>>,
 }
 
-/// The HNSW graph of one view and the vectors it cannot be trusted to find.
-struct Graph {
+/// The HNSW graph of one view and the points it cannot be trusted to find.
+pub(crate) struct Graph<'b> {
     /// Where the view is in an embedding, and what the model adds to its distance.
-    offset: usize,
-    dim: usize,
-    margin: f32,
-    hnsw: Hnsw<'static, f32, L2>,
-    /// Vectors whose own search does not find them (HNSW can leave a few points without
+    pub offset: usize,
+    pub dim: usize,
+    pub margin: f32,
+    pub hnsw: Hnsw<'b, f32, L2>,
+    /// Ids of points whose own search does not find them (HNSW can leave a few points without
     /// incoming links, most often inside tight clusters of copies): every query scores them
     /// exactly, so no answer depends on the graph reaching them.
-    unreachable: Vec<usize>,
+    pub unreachable: Vec<usize>,
 }
 
 impl std::fmt::Debug for Search<'_> {
@@ -117,12 +122,42 @@ impl<'a> Search<'a> {
                 && vectors.iter().all(|v| v.len() == model.embedding_len() && v.iter().all(|x| x.is_finite()))
         });
         let dim = model.meta().embedding_dim;
+        let items: Vec<(&[f32], usize)> = vectors.iter().enumerate().map(|(i, v)| (*v, i)).collect();
         let graphs = views
             .unwrap_or_default()
             .into_iter()
-            .map(|(offset, margin)| build(&vectors, offset, dim, margin))
+            .map(|(offset, margin)| {
+                let mut graph = Graph::new(offset, dim, margin, vectors.len());
+                graph.insert(&items);
+                graph
+            })
             .collect();
-        Search { vectors, model, graphs }
+        Search { vectors, model, graphs, positions: None }
+    }
+
+    /// `vectors`, named `ids`, searched through `graphs` (whose points are named by those ids;
+    /// points of other ids are never returned).
+    pub(crate) fn over(vectors: Vec<&'a [f32]>, ids: &[usize], model: &'a Model, graphs: Vec<Graph<'a>>) -> Search<'a> {
+        let positions = Some(ids.iter().enumerate().map(|(i, id)| (*id, i)).collect());
+        Search { vectors, model, graphs, positions }
+    }
+
+    /// The graphs searched through, for keeping.
+    pub(crate) fn into_graphs(self) -> Vec<Graph<'a>> {
+        self.graphs
+    }
+
+    /// The position of the point the graphs name `id`, unless it is not among the vectors.
+    fn position(&self, id: usize) -> Option<usize> {
+        match &self.positions {
+            Some(positions) => positions.get(&id).copied(),
+            None => (id < self.vectors.len()).then_some(id),
+        }
+    }
+
+    /// The positions of a graph's points that every query scores exactly.
+    fn unreachable<'s>(&'s self, g: &'s Graph) -> impl Iterator<Item = usize> + use<'s, 'a> {
+        g.unreachable.iter().filter_map(|&id| self.position(id))
     }
 
     /// Whether queries go through the HNSW graph.
@@ -132,8 +167,8 @@ impl<'a> Search<'a> {
 
     /// How many vectors a view's graph could not reach from their own position (searched
     /// exactly by every query), over the views; 0 for exact search.
-    pub fn unreachable(&self) -> usize {
-        self.graphs.iter().map(|g| g.unreachable.len()).sum()
+    pub fn unreachable_count(&self) -> usize {
+        self.graphs.iter().map(|g| self.unreachable(g).count()).sum()
     }
 
     /// Number of vectors searched.
@@ -159,8 +194,8 @@ impl<'a> Search<'a> {
             false => {
                 let mut hits = Vec::new();
                 for g in &self.graphs {
-                    hits.extend(self.rescored(query, g.search(query, k).into_iter().map(|n| n.d_id))?);
-                    hits.extend(self.rescored(query, g.unreachable.iter().copied())?);
+                    hits.extend(self.rescored(query, self.found(self.graph_search(g, query, k)))?);
+                    hits.extend(self.rescored(query, self.unreachable(g))?);
                 }
                 sort_hits(&mut hits);
                 hits
@@ -188,16 +223,16 @@ impl<'a> Search<'a> {
             let reach = radius - g.margin;
             let mut k = 16;
             let found = loop {
-                let found = g.search(query, k);
+                let found = self.graph_search(g, query, k);
                 // hnsw_rs may return fewer than `k` hits, so only a hit beyond the reach (or
                 // having asked for everything) ends the widening.
-                if found.iter().any(|n| n.distance > reach) || k >= self.vectors.len() {
+                if found.iter().any(|n| n.distance > reach) || k >= g.hnsw.get_nb_point() {
                     break found;
                 }
                 k *= 2;
             };
-            hits.extend(self.rescored(query, found.into_iter().map(|n| n.d_id))?);
-            hits.extend(self.rescored(query, g.unreachable.iter().copied())?);
+            hits.extend(self.rescored(query, self.found(found))?);
+            hits.extend(self.rescored(query, self.unreachable(g))?);
         }
         if self.graphs.is_empty() {
             hits = self.rescored(query, 0..self.vectors.len())?;
@@ -205,6 +240,23 @@ impl<'a> Search<'a> {
         hits.retain(|h| h.distance <= radius);
         sort_hits(&mut hits);
         Ok(hits)
+    }
+
+    /// A graph's candidates for the `k` nearest to `query`: of the points among the vectors
+    /// only, where the graph holds others (removed since it was kept).
+    fn graph_search(&self, g: &Graph, query: &[f32], k: usize) -> Vec<Neighbour> {
+        match &self.positions {
+            Some(positions) if positions.len() < g.hnsw.get_nb_point() => {
+                let live = |id: &usize| positions.contains_key(id);
+                g.search(query, k, Some(&live))
+            }
+            _ => g.search(query, k, None),
+        }
+    }
+
+    /// The positions of a graph's hits that are among the vectors.
+    fn found<'s>(&'s self, hits: Vec<Neighbour>) -> impl Iterator<Item = usize> + use<'s, 'a> {
+        hits.into_iter().filter_map(|n| self.position(n.d_id))
     }
 
     /// The model's own distance to each candidate (the graph's is only used to find them).
@@ -222,9 +274,31 @@ pub(crate) fn graph_serves(model: &Model) -> bool {
     model.plain_views().is_some()
 }
 
+/// The hasher of graph ids that are content keys: those are already uniform hashes, and a graph
+/// search asks whether each point it visits is live, so SipHash over them would cost more than
+/// the search's own work.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = n as u64;
+    }
+}
+
 /// hnsw_rs's `DistL2`, summed in lanes (its own f32 sum is sequential).
 #[derive(Debug, Default, Clone, Copy)]
-struct L2;
+pub(crate) struct L2;
 
 impl Distance<f32> for L2 {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
@@ -232,35 +306,68 @@ impl Distance<f32> for L2 {
     }
 }
 
-/// The graph of the view at `offset` (`dim` values, `margin` added to its distance): the
-/// vectors inserted in a seeded random order (an order that follows the data, such as files
-/// sorted by name, builds a worse graph), then the vectors it cannot reach found.
-fn build(vectors: &[&[f32]], offset: usize, dim: usize, margin: f32) -> Graph {
-    let view = |i: usize| &vectors[i][offset..][..dim];
-    let mut order: Vec<usize> = (0..vectors.len()).collect();
-    let mut rng = SplitMix64::new(ORDER_SEED);
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    let mut hnsw = Hnsw::new(LINKS, vectors.len(), LAYERS, EF_BUILD, L2);
-    let items: Vec<(&[f32], usize)> = order.iter().map(|&i| (view(i), i)).collect();
-    hnsw.parallel_insert_slice(&items);
-    // hnsw_rs's switch from parallel insertion to searching.
-    hnsw.set_searching_mode(true);
-    let unreachable = (0..vectors.len())
-        .into_par_iter()
-        .filter(|&i| !hnsw.search(view(i), 8, EF_SEARCH).iter().any(|n| n.d_id == i))
-        .collect();
-    Graph { offset, dim, margin, hnsw, unreachable }
+/// The parameters a graph is built with (links per node, candidate list while building), which
+/// a kept graph must share to be used.
+pub(crate) fn graph_params() -> (u32, u32) {
+    (LINKS as u32, EF_BUILD as u32)
 }
 
-impl Graph {
+impl<'b> Graph<'b> {
+    /// An empty graph of the view at `offset` (`dim` values, `margin` added to its distance),
+    /// sized for about `capacity` points.
+    pub fn new(offset: usize, dim: usize, margin: f32, capacity: usize) -> Graph<'b> {
+        let hnsw = Hnsw::new(LINKS, capacity.max(1), LAYERS, EF_BUILD, L2);
+        Graph { offset, dim, margin, hnsw, unreachable: Vec::new() }
+    }
+
+    /// Inserts `items` (whole embeddings, each with its id) in a seeded random order (an order
+    /// that follows the data, such as files sorted by name, builds a worse graph), then notes
+    /// those of them it cannot reach.
+    pub fn insert(&mut self, items: &[(&[f32], usize)]) {
+        if items.is_empty() {
+            return;
+        }
+        let (offset, dim, before) = (self.offset, self.dim, self.hnsw.get_nb_point());
+        let mut order: Vec<(&[f32], usize)> =
+            items.iter().filter_map(|&(v, id)| Some((v.get(offset..offset + dim)?, id))).collect();
+        let mut rng = SplitMix64::new(ORDER_SEED);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        self.hnsw.parallel_insert_slice(&order);
+        let hnsw = &self.hnsw;
+        let lost: Vec<usize> = order
+            .par_iter()
+            .filter(|(v, id)| !hnsw.search(v, 8, EF_SEARCH).iter().any(|n| n.d_id == *id))
+            .map(|(_, id)| *id)
+            .collect();
+        self.unreachable.extend(lost);
+        if before > 0 {
+            // Linking a new point can drop an old one from a neighbour's full list: one left with
+            // no incoming link in the lowest layer is scored exactly from now on.
+            let known: HashSet<usize> = self.unreachable.iter().copied().collect();
+            let orphans: Vec<usize> = self.orphans().into_iter().filter(|id| !known.contains(id)).collect();
+            self.unreachable.extend(orphans);
+        }
+    }
+
+    /// The ids of points that no other point links to in the lowest layer.
+    fn orphans(&self) -> Vec<usize> {
+        let points: Vec<_> = self.hnsw.get_point_indexation().into_iter().collect();
+        let linked: HashSet<usize> = points
+            .par_iter()
+            .map(|p| p.get_neighborhood_id().first().map_or_else(Vec::new, |l| l.iter().map(|n| n.d_id).collect()))
+            .flatten_iter()
+            .collect();
+        points.iter().map(|p| p.get_origin_id()).filter(|id| !linked.contains(id)).collect()
+    }
+
     /// The graph's candidates for the `k` nearest to `query` (a whole embedding) in its view,
     /// with their distance in the view.
-    fn search(&self, query: &[f32], k: usize) -> Vec<hnsw_rs::prelude::Neighbour> {
+    fn search(&self, query: &[f32], k: usize, filter: Option<&dyn FilterT>) -> Vec<Neighbour> {
         query
             .get(self.offset..self.offset + self.dim)
-            .map_or_else(Vec::new, |q| self.hnsw.search(q, k, EF_SEARCH.max(k)))
+            .map_or_else(Vec::new, |q| self.hnsw.search_possible_filter(q, k, EF_SEARCH.max(k), filter))
     }
 }
 

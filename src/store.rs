@@ -177,7 +177,7 @@ pub(crate) fn short(fingerprint: &str) -> &str {
 }
 
 /// Whether a file named `name` in the folder of `path` belongs to it: `path` itself, its lock,
-/// its thumbnail files or one of its temporary files (exactly these names, so an index
+/// its thumbnail files, its graph folders or one of its temporary files (exactly these names, so an index
 /// `photos/c` hides no `c*.jpg`).
 pub fn is_companion(path: &Path, name: &std::ffi::OsStr) -> bool {
     let Some(own) = path.file_name() else { return false };
@@ -187,6 +187,7 @@ pub fn is_companion(path: &Path, name: &std::ffi::OsStr) -> bool {
         || name == lock
         || crate::safe_fs::temp_pid(name, own).is_some()
         || crate::thumbs::generation_of(own, name).is_some()
+        || crate::graph_files::generation_of(own, name).is_some()
 }
 
 /// An exclusive lock on an index or gallery file, held until dropped: an OS advisory lock on
