@@ -25,13 +25,12 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
+use std::io::Seek;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use hnsw_rs::prelude::{AnnT, HnswIo};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::neighbours::Content;
@@ -326,16 +325,10 @@ fn file_sum(folder: &Dir, name: &OsStr, sync: bool) -> Result<FileSum> {
     if sync {
         file.sync_all().map_err(|e| Error::io(&path, e))?;
     }
-    let (mut hash, mut len, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 16]);
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(&path, e))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok(FileSum { len, sha256: hash.finalize().into() })
+    let sha256 = crate::safe_fs::sha256(&mut file, &path)?;
+    // Read to its end: where it stands is its length.
+    let len = file.stream_position().map_err(|e| Error::io(&path, e))?;
+    Ok(FileSum { len, sha256 })
 }
 
 /// `view<i>.hnsw.<suffix>`, as hnsw_rs names a dump.

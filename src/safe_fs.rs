@@ -9,8 +9,10 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -288,6 +290,21 @@ impl Dir {
                 }
             }
         }
+    }
+}
+
+/// The SHA-256 of an open file, read from its start; `path` names it in errors.
+pub fn sha256(file: &mut File, path: &Path) -> Result<[u8; 32]> {
+    let io = |e| Error::io(path, e);
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
     }
 }
 

@@ -3,14 +3,13 @@
 //! exclusive and unguessable.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use super::journal;
 use crate::error::{Error, Result};
+pub(super) use crate::safe_fs::sha256;
 use crate::safe_fs::Dir;
 
 /// A file in an open folder.
@@ -57,21 +56,6 @@ impl Place {
     /// Whether `file` is what stands here now.
     pub fn holds(&self, file: &File) -> Result<bool> {
         Ok(self.dir.stat(&self.name)?.is_some_and(|s| s.is(file)))
-    }
-}
-
-/// The SHA-256 of an open file, read from its start.
-pub(super) fn sha256(file: &mut File, path: &Path) -> Result<[u8; 32]> {
-    let io = |e| Error::io(path, e);
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buf[..n]);
     }
 }
 
