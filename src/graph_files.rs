@@ -137,13 +137,13 @@ impl GraphStore {
                 views.iter().map(|&(offset, margin)| Graph::new(offset, dim, margin, contents.len())).collect();
             (graphs, Vec::new(), contents.len() as u64)
         });
-        let inserted: HashSet<u64> = keys.iter().copied().collect();
-        let new: Vec<(&[f32], usize)> =
-            contents.iter().filter(|c| !inserted.contains(&c.key)).map(|c| (c.vector, id(c.key))).collect();
+        // `keys` is sorted: what is not found in it was never inserted.
+        let fresh: Vec<&Content> = contents.iter().filter(|c| keys.binary_search(&c.key).is_err()).collect();
+        let new: Vec<(&[f32], usize)> = fresh.iter().map(|c| (c.vector, id(c.key))).collect();
         for graph in &mut graphs {
             graph.insert(&new);
         }
-        keys.extend(contents.iter().filter(|c| !inserted.contains(&c.key)).map(|c| c.key));
+        keys.extend(fresh.iter().map(|c| c.key));
         keys.sort_unstable();
         self.pending = Some((keys, built, !new.is_empty()));
         let ids: Vec<usize> = contents.iter().map(|c| id(c.key)).collect();
